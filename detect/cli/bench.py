@@ -1,0 +1,8 @@
+"""`detect bench` (placeholder: its issue replaces this module)."""
+
+from detect.errors import DetectError
+
+
+def command() -> None:
+    """Not implemented yet."""
+    raise DetectError("'detect bench' is not implemented yet")

@@ -1,0 +1,8 @@
+"""`detect evaluate` (placeholder: its issue replaces this module)."""
+
+from detect.errors import DetectError
+
+
+def command() -> None:
+    """Not implemented yet."""
+    raise DetectError("'detect evaluate' is not implemented yet")

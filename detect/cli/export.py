@@ -1,0 +1,8 @@
+"""`detect export` (placeholder: its issue replaces this module)."""
+
+from detect.errors import DetectError
+
+
+def command() -> None:
+    """Not implemented yet."""
+    raise DetectError("'detect export' is not implemented yet")

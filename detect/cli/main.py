@@ -1,0 +1,57 @@
+"""`detect`: the Typer app. Commands live one per module in this package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+
+from detect import __version__
+from detect.errors import DetectError
+
+# name -> module under detect.cli; each module defines `command` (its docstring is the help).
+COMMANDS = ["predict", "train", "evaluate", "anchors", "synth", "bench", "export", "info"]
+
+app = typer.Typer(
+    name="detect",
+    help="YOLO-style object detection: predict, train, anchors, evaluate, benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"detect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """YOLO-style object detection from the terminal."""
+
+
+for _name in COMMANDS:
+    _module = importlib.import_module(f"detect.cli.{_name}")
+    app.command(_name)(_module.command)
+
+
+def run() -> None:
+    """Console-script entry: library errors become one `error: ...` line and exit code 1."""
+    try:
+        app()
+    except DetectError as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,8 @@
+"""`detect synth` (placeholder: its issue replaces this module)."""
+
+from detect.errors import DetectError
+
+
+def command() -> None:
+    """Not implemented yet."""
+    raise DetectError("'detect synth' is not implemented yet")

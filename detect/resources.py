@@ -1,0 +1,25 @@
+"""Where the shipped data files are: `weights/` and `anchors/`.
+
+In the repo they sit at the root; `pip install .` installs them as the packages `detect.weights`
+and `detect.anchors` (see pyproject.toml), so the default weights are found from the installed
+package whatever the working directory. An editable install maps only `detect/`, so fall back to
+the source tree beside it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def data_dir(name: str) -> Path:
+    """The folder of shipped data `name` ("weights" or "anchors")."""
+    spec = importlib.util.find_spec(f"detect.{name}")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / name
+
+
+def default_weights() -> Path:
+    """The shipped default model."""
+    return data_dir("weights") / "shapes-tiny.safetensors"
