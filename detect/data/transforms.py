@@ -1,0 +1,75 @@
+"""Letterboxing: resize keeping the aspect ratio, pad to a square, and map boxes both ways.
+
+Boxes are `(x1, y1, x2, y2)` pixels. A point `p` of the original image lands at
+`p * scale + pad` in the letterboxed one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+PAD_VALUE = 114  # the grey ultralytics and darknet pad with
+
+
+def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize `img` (`ndarray[H, W, 3]` uint8) to fit `size` x `size`, centred on grey.
+
+    Returns `(out ndarray[size, size, 3], scale, (padx, pady))`; the pads are whole pixels (the
+    left / top borders), so the mapping is exactly `p * scale + pad` up to the resize rounding.
+    """
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = min(size / h, size / w)
+    nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+    if (nw, nh) != (w, h):
+        # INTER_AREA when shrinking a lot: bilinear would alias (skip pixels) there.
+        interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
+        img = cv2.resize(img, (nw, nh), interpolation=interp)
+    padx, pady = (size - nw) // 2, (size - nh) // 2
+    out = np.full((size, size) + img.shape[2:], PAD_VALUE, dtype=img.dtype)
+    out[pady : pady + nh, padx : padx + nw] = img
+    return out, scale, (padx, pady)
+
+
+def letterbox_boxes(boxes: Any, scale: float, pad: tuple[float, float]) -> Any:
+    """Map `[N, 4]` xyxy boxes (ndarray or Tensor) of the original image into the letterbox."""
+    offset = _offset(boxes, pad)
+    return boxes * scale + offset
+
+
+def unletterbox_boxes(
+    boxes: Any, scale: float, pad: tuple[float, float], orig_hw: tuple[int, int]
+) -> Any:
+    """Map `[N, 4]` xyxy boxes (ndarray or Tensor) of the letterbox back to the original image.
+
+    The inverse of `letterbox_boxes`, clipped to `[0, W] x [0, H]` of `orig_hw = (H, W)`.
+    Returns a new array / tensor of the input's type and dtype.
+    """
+    h, w = orig_hw
+    out = (boxes - _offset(boxes, pad)) / scale
+    if _is_tensor(out):
+        out[..., 0::2] = out[..., 0::2].clamp(0, w)
+        out[..., 1::2] = out[..., 1::2].clamp(0, h)
+        return out.to(boxes.dtype) if boxes.is_floating_point() else out
+    out = np.asarray(out)
+    out[..., 0::2] = np.clip(out[..., 0::2], 0, w)
+    out[..., 1::2] = np.clip(out[..., 1::2], 0, h)
+    return out.astype(boxes.dtype, copy=False) if np.issubdtype(boxes.dtype, np.floating) else out
+
+
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _offset(boxes: Any, pad: tuple[float, float]) -> Any:
+    px, py = pad
+    if _is_tensor(boxes):
+        import torch
+
+        dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
+        return torch.tensor([px, py, px, py], dtype=dtype, device=boxes.device)
+    dtype = boxes.dtype if np.issubdtype(boxes.dtype, np.floating) else np.float64
+    return np.array([px, py, px, py], dtype=dtype)
