@@ -8,15 +8,18 @@ the source tree beside it.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 
 def data_dir(name: str) -> Path:
-    """The folder of shipped data `name` ("weights" or "anchors")."""
-    spec = importlib.util.find_spec(f"detect.{name}")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
+    """The folder of shipped data `name` ("weights" or "anchors").
+
+    Looked up by path, not by import: `detect/anchors.py` is a module, so `detect.anchors` never
+    names the data folder.
+    """
+    installed = Path(__file__).resolve().parent / name
+    if installed.is_dir():
+        return installed
     return Path(__file__).resolve().parent.parent / name
 
 
