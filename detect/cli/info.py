@@ -1,8 +1,59 @@
-"""`detect info` (placeholder: its issue replaces this module)."""
+"""`detect info`: what a weights file or an architecture holds (layers, parameters, anchors)."""
 
-from detect.errors import DetectError
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from detect.cli.common import console
 
 
-def command() -> None:
-    """Not implemented yet."""
-    raise DetectError("'detect info' is not implemented yet")
+def command(
+    weights: Annotated[
+        str | None,
+        typer.Argument(help="Weights file (default: the shipped model).", show_default=False),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Describe an architecture instead: tiny | yolov2."),
+    ] = None,
+    imgsz: Annotated[
+        int | None,
+        typer.Option("--imgsz", help="Input size for shapes and GFLOPs (default: trained size)."),
+    ] = None,
+    classes: Annotated[
+        int, typer.Option("--classes", help="Number of classes (with --model).")
+    ] = 80,
+) -> None:
+    """Architecture, layer table, parameter counts, GFLOPs, anchors, classes, training summary.
+
+    GFLOPs are counted by torch.utils.flop_counter (2 x conv/matmul multiply-adds, as ultralytics).
+    """
+    from rich.table import Table
+
+    from detect.errors import DetectError
+    from detect.models.info import describe_arch, describe_weights
+
+    if model is not None and weights is not None:
+        raise DetectError("give a weights file or --model, not both")
+    if model is not None:
+        info = describe_arch(model, imgsz, classes)
+        table = Table("#", "layer", "filters", "size/stride", "input", "output", box=None)
+        for row in info["layers"]:
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+    else:
+        from detect.resources import default_weights
+
+        path = weights if weights is not None else default_weights()
+        if weights is None and not default_weights().is_file():
+            raise DetectError(f"no weights given and the shipped model is missing: {path}")
+        info = describe_weights(path, imgsz)
+    for key, value in info["lines"]:
+        console.print(f"{key}: {value}", highlight=False, soft_wrap=True)
+    if info.get("anchors"):
+        table = Table("level", "stride", "w", "h", "w px", "h px", box=None)
+        for row in info["anchors"]:
+            table.add_row(*row)
+        console.print(table)

@@ -1,0 +1,248 @@
+"""Building blocks shared by the detectors, and the one YOLOv2 decode.
+
+Raw head output per level: `Tensor[B, A, H, W, 5 + C]` holding (tx, ty, tw, th, objectness logit,
+C class logits). Decoding (YOLOv2):
+
+    cx = (sigmoid(tx) + grid_x) * stride_x        w = anchor_w * input_w * exp(tw)
+    cy = (sigmoid(ty) + grid_y) * stride_y        h = anchor_h * input_h * exp(th)
+
+with anchors as fractions of the input side and strides taken from the shapes (input / grid), so
+one model decodes right at any input size. The same functions serve training, prediction and
+export: no Python loop over data, the grid is built from tensor shapes (trace-friendly).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from detect.models.config import ModelConfig
+
+# exp(tw) is clamped so an untrained or diverging head cannot overflow (torchvision's bbox clip).
+TWH_CLIP = math.log(1000.0 / 16)
+
+
+class Conv(nn.Module):
+    """Conv2d (no bias) -> BatchNorm2d -> activation; `fuse()` folds the BN into the conv."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1, act: str = "silu") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.03)
+        self.act = make_act(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold BN into the conv weights and bias (inference only; the BN becomes Identity)."""
+        if isinstance(self.bn, nn.Identity):
+            return
+        bn, conv = self.bn, self.conv
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [C_out]
+        fused = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            groups=conv.groups, bias=True,
+        ).to(conv.weight.device)  # fmt: skip
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv, self.bn = fused, nn.Identity()
+
+
+def make_act(name: str) -> nn.Module:
+    return nn.SiLU(inplace=True) if name == "silu" else nn.LeakyReLU(0.1, inplace=True)
+
+
+def make_grid(h: int, w: int, like: Tensor) -> Tensor:
+    """Cell corners `Tensor[H, W, 2]` as (x, y) = (column, row), same device/dtype as `like`."""
+    ys = torch.arange(h, device=like.device, dtype=like.dtype)
+    xs = torch.arange(w, device=like.device, dtype=like.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((gx, gy), -1)  # [H,W,2]
+
+
+def decode_level(raw: Tensor, anchors: Tensor, input_hw: tuple[int, int]) -> Tensor:
+    """Decode one level: `Tensor[B, A, H, W, 5+C]` raw -> same shape, decoded.
+
+    Args:
+        raw: (tx, ty, tw, th, obj logit, class logits) per anchor and cell.
+        anchors: `Tensor[A, 2]` (w, h) as fractions of the input side.
+        input_hw: (height, width) of the network input in pixels.
+
+    Returns:
+        `Tensor[B, A, H, W, 5+C]`: (cx, cy, w, h) in input pixels, sigmoid objectness, sigmoid
+        class probabilities. Differentiable, for the training loss too.
+    """
+    h, w = raw.shape[2], raw.shape[3]
+    in_h, in_w = input_hw[0], input_hw[1]
+    stride = torch.stack((torch.as_tensor(in_w / w), torch.as_tensor(in_h / h))).to(
+        raw
+    )  # [2] (x, y) pixels per cell
+    size = torch.stack((torch.as_tensor(in_w), torch.as_tensor(in_h))).to(raw)  # [2]
+    grid = make_grid(h, w, raw)  # [H,W,2]
+    xy = (raw[..., 0:2].sigmoid() + grid) * stride  # [B,A,H,W,2]
+    wh = (
+        raw[..., 2:4].clamp(-TWH_CLIP, TWH_CLIP).exp()
+        * (anchors.to(raw) * size)[None, :, None, None, :]
+    )  # [B,A,H,W,2]
+    return torch.cat((xy, wh, raw[..., 4:].sigmoid()), -1)
+
+
+def cxcywh_to_xyxy(b: Tensor) -> Tensor:
+    """`Tensor[..., 4]` (cx, cy, w, h) -> (x1, y1, x2, y2)."""
+    xy, half = b[..., :2], b[..., 2:4] / 2
+    return torch.cat((xy - half, xy + half), -1)
+
+
+class Detector(nn.Module):
+    """Base of the grid/anchor detectors: subclasses build `self.heads` and `_features`.
+
+    Attributes:
+        cfg: the ModelConfig it was built from.
+        strides: nominal pixels per cell of each output level (e.g. [8, 16, 32]).
+        num_anchors: anchors per level (list[int]).
+        anchors: buffer `Tensor[L, A, 2]` (w, h) fractions of the input side.
+    """
+
+    def __init__(self, cfg: ModelConfig, strides: list[int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.strides = list(strides)
+        self.num_anchors = [len(a) for a in cfg.anchors]
+        self.num_outputs = 5 + cfg.num_classes
+        # Not persistent: anchors live in the config (weights metadata), not in the state dict.
+        self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32), False)
+
+    def _features(self, x: Tensor) -> list[Tensor]:
+        """Head inputs per level (finest first); subclasses implement."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """`Tensor[B, 3, H, W]` in 0..1 -> raw maps per level, `Tensor[B, A, H_l, W_l, 5+C]`."""
+        out = []
+        for feat, head, a in zip(self._features(x), self.heads, self.num_anchors, strict=True):
+            p = head(feat)  # [B, A*(5+C), H, W]
+            b, _, h, w = p.shape
+            out.append(p.view(b, a, self.num_outputs, h, w).permute(0, 1, 3, 4, 2).contiguous())
+        return out
+
+    def decode(self, raw: list[Tensor], input_hw: tuple[int, int] | torch.Size) -> Tensor:
+        """Raw maps -> `Tensor[B, N, 5+C]`: (x1, y1, x2, y2) input pixels, obj prob, class probs.
+
+        N = sum over levels of A * H_l * W_l, in level, anchor, row, column order (so row n of
+        level l is `raw[l].flatten(1, 3)[:, n - offset_l]`).
+        """
+        hw = (int(input_hw[0]), int(input_hw[1]))
+        outs = []
+        for i, p in enumerate(raw):
+            d = decode_level(p, self.anchors[i], hw)  # [B,A,H,W,5+C]
+            d = torch.cat((cxcywh_to_xyxy(d[..., :4]), d[..., 4:]), -1)
+            outs.append(d.flatten(1, 3))  # [B, A*H*W, 5+C]
+        return torch.cat(outs, 1)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """`Tensor[B, 3, H, W]` in 0..1 -> decoded `Tensor[B, N, 5+C]` (see `decode`)."""
+        return self.decode(self.forward(x), x.shape[-2:])
+
+    def fuse(self) -> Detector:
+        """Fold every BatchNorm into its conv for faster inference (call after `eval()`)."""
+        for m in self.modules():
+            if isinstance(m, Conv):
+                m.fuse()
+        return self
+
+    @torch.no_grad()
+    def init_biases(self) -> None:
+        """Start stable, as YOLOv5 does: few objects per cell, uniform-ish class probabilities.
+
+        Objectness prior log(8 / (640 / stride)^2) (YOLOv5's: about 8 objects per 640x640 image
+        over the cells of a level; -3.9 at stride 32, -6.7 at stride 8); class prior
+        0.6 / (C - 0.99). Box terms start at 0 (cell centre, anchor size).
+        """
+        c = self.cfg.num_classes
+        for head, s, a in zip(self.heads, self.strides, self.num_anchors, strict=True):
+            bias = head.bias.view(a, self.num_outputs)  # [A, 5+C]
+            bias.zero_()
+            bias[:, 4] = math.log(8 / (640 / s) ** 2)
+            bias[:, 5:] = math.log(0.6 / max(c - 0.99, 0.01))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int, int]:
+    """(total, trainable, BN running statistics) as darknet/Keras count them.
+
+    total = trainable parameters + BatchNorm running_mean/running_var elements (the "non-trainable"
+    parameters); num_batches_tracked counters are not parameters and are left out.
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    stats = sum(
+        b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))
+    )
+    return trainable + frozen + stats, trainable, stats
+
+
+def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
+    """Forward GFLOPs for one `imgsz` image, counted by torch.utils.flop_counter.FlopCounterMode.
+
+    That counts convolutions and matmuls at 2 FLOPs per multiply-add (GFLOPs = 2 * GMACs, as
+    ultralytics reports); BatchNorm, activations, pooling and the decode are not counted. Runs on
+    the meta device (shapes only), so it is instant even for YOLOv2 at 608.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    meta = _meta_copy(model)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty(1, 3, h, w, device="meta"))
+    return counter.get_total_flops() / 1e9
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    with torch.device("meta"):
+        clone = copy.deepcopy(model).to("meta")
+    return clone.eval()
+
+
+def layer_table(model: nn.Module, imgsz: int) -> list[tuple[int, str, str, str, str, str]]:
+    """Rows (index, layer, filters, size/stride, input, output) at `imgsz` x `imgsz`.
+
+    Uses the model's own `layer_table` when it has one (YOLOv2's darknet table), else records the
+    convolutions, pools and upsamples in execution order with forward hooks (meta device).
+    """
+    if hasattr(model, "layer_table"):
+        return model.layer_table(imgsz)
+    meta = _meta_copy(model)
+    rows: list[tuple[int, str, str, str, str, str]] = []
+
+    def fmt(t: Tensor) -> str:
+        return f"{t.shape[2]} x {t.shape[3]} x {t.shape[1]}"
+
+    def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
+        if isinstance(mod, nn.Conv2d):
+            k, s = mod.kernel_size[0], mod.stride[0]
+            kind, filters, ks = "conv", str(mod.out_channels), f"{k} x {k} / {s}"
+        elif isinstance(mod, nn.MaxPool2d):
+            kind, filters, ks = "max", "", f"{mod.kernel_size} x {mod.kernel_size} / {mod.stride}"
+        else:
+            kind, filters, ks = "upsample", "", f"x {int(mod.scale_factor)}"
+        rows.append((len(rows), kind, filters, ks, fmt(args[0]), fmt(out)))
+
+    for mod in meta.modules():
+        if isinstance(mod, (nn.Conv2d, nn.MaxPool2d, nn.Upsample)):
+            mod.register_forward_hook(hook)
+    with torch.no_grad():
+        meta(torch.empty(1, 3, imgsz, imgsz, device="meta"))
+    return rows
+
+
+def output_shapes(model: nn.Module, imgsz: int) -> list[tuple[int, int, int, int]]:
+    """Raw output per level at `imgsz` as (H, W, A, 5 + C), computed on the meta device."""
+    meta = _meta_copy(model)
+    with torch.no_grad():
+        raw = meta(torch.empty(1, 3, imgsz, imgsz, device="meta"))
+    return [(p.shape[2], p.shape[3], p.shape[1], p.shape[4]) for p in raw]

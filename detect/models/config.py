@@ -1,0 +1,127 @@
+"""ModelConfig: everything needed to rebuild a detector, stored as JSON in the weights file.
+
+No torch import here, so the config can be read (e.g. by `detect info`) without building a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from detect.errors import DetectError
+
+ARCHS = ("tiny", "yolov2", "window")
+
+# Default anchors as fractions of the input side, smallest first.
+# tiny: the YOLOv3 COCO set (pixels at 416 / 416), three per level for strides 8, 16, 32.
+_V3 = [
+    (10, 13),
+    (16, 30),
+    (33, 23),
+    (30, 61),
+    (62, 45),
+    (59, 119),
+    (116, 90),
+    (156, 198),
+    (373, 326),
+]
+TINY_ANCHORS = [[[w / 416, h / 416] for w, h in _V3[i : i + 3]] for i in (0, 3, 6)]
+# yolov2: yolo.cfg (COCO) anchors, given in stride-32 grid cells; / 13 cells at 416.
+_V2 = [
+    (0.57273, 0.677385),
+    (1.87446, 2.06253),
+    (3.33843, 5.47434),
+    (7.88282, 3.52778),
+    (9.77052, 9.16828),
+]
+YOLOV2_ANCHORS = [[[w / 13, h / 13] for w, h in _V2]]
+
+
+@dataclass
+class ModelConfig:
+    """What a detector is: architecture, classes, anchors, input size, widths."""
+
+    arch: str = "tiny"  # "tiny" | "yolov2" (| "window", built by detect.models.window)
+    num_classes: int = 80  # C: class logits per anchor
+    names: list[str] = field(default_factory=list)  # class names, len == num_classes (or empty)
+    anchors: list[list[list[float]]] = field(default_factory=list)  # per level [[w, h], ...]
+    # as fractions of the input side, so one model decodes right at any input size; [] = default
+    imgsz: int = 320  # training/export input side; also sets the objectness bias prior
+    width: float = 1.0  # tiny: channel multiplier (0.5 halves every layer's width)
+    act: str = "silu"  # tiny: "silu" | "leaky" (LeakyReLU 0.1, darknet's); yolov2 is always leaky
+
+    def __post_init__(self) -> None:
+        if not self.anchors:
+            self.anchors = default_anchors(self.arch)
+        if not self.names:
+            self.names = [str(i) for i in range(self.num_classes)]
+
+    def validate(self) -> ModelConfig:
+        """Raise DetectError on an impossible config (checked at public entry points)."""
+        if self.arch not in ARCHS:
+            raise DetectError(f"unknown model {self.arch!r} (expected one of {', '.join(ARCHS)})")
+        if self.num_classes < 1:
+            raise DetectError(f"num_classes must be >= 1, got {self.num_classes}")
+        if len(self.names) != self.num_classes:
+            raise DetectError(f"{len(self.names)} class names for {self.num_classes} classes")
+        if self.imgsz < 32 or self.imgsz % 32:
+            raise DetectError(f"imgsz must be a positive multiple of 32, got {self.imgsz}")
+        if not self.width > 0:
+            raise DetectError(f"width must be > 0, got {self.width}")
+        if self.act not in ("silu", "leaky"):
+            raise DetectError(f"act must be 'silu' or 'leaky', got {self.act!r}")
+        levels = {"tiny": 3, "yolov2": 1}.get(self.arch)
+        if levels is not None and len(self.anchors) != levels:
+            raise DetectError(
+                f"{self.arch} needs anchors for {levels} levels, got {len(self.anchors)}"
+            )
+        counts = {len(a) for a in self.anchors}
+        if len(counts) != 1 or 0 in counts:
+            raise DetectError("every output level needs the same number (>= 1) of anchors")
+        for level in self.anchors:
+            for wh in level:
+                if len(wh) != 2 or not all(v > 0 for v in wh):
+                    raise DetectError(f"bad anchor {wh!r}: expected [w, h] fractions > 0")
+        return self
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.anchors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from `to_dict()` output; unknown keys are ignored, bad values raise DetectError."""
+        if not isinstance(d, dict):
+            raise DetectError("model config is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        try:
+            cfg = cls(**{k: v for k, v in d.items() if k in known})
+            cfg.num_classes = int(cfg.num_classes)
+            cfg.imgsz = int(cfg.imgsz)
+            cfg.width = float(cfg.width)
+            cfg.names = [str(n) for n in cfg.names]
+            cfg.anchors = [[[float(w), float(h)] for w, h in level] for level in cfg.anchors]
+        except (TypeError, ValueError) as e:
+            raise DetectError(f"bad model config: {e}") from None
+        return cfg.validate()
+
+
+def default_anchors(arch: str) -> list[list[list[float]]]:
+    """The built-in anchors of `arch` (per level, fractions of the input side)."""
+    src = YOLOV2_ANCHORS if arch == "yolov2" else TINY_ANCHORS
+    return [[list(wh) for wh in level] for level in src]
+
+
+def split_anchors(anchors: list, levels: int) -> list[list[list[float]]]:
+    """Split a flat anchor list ([[w, h], ...], e.g. from k-means) into `levels` groups by area.
+
+    The smallest anchors go to the finest grid (first level), as YOLOv3 does.
+    """
+    flat = sorted(([float(w), float(h)] for w, h in anchors), key=lambda wh: wh[0] * wh[1])
+    if not flat or len(flat) % levels:
+        raise DetectError(f"{len(flat)} anchors cannot be split evenly over {levels} output levels")
+    k = len(flat) // levels
+    return [flat[i * k : (i + 1) * k] for i in range(levels)]

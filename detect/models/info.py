@@ -1,0 +1,83 @@
+"""What `detect info` shows: plain data (lines, table rows), rendered by the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from detect.errors import DetectError
+from detect.models.common import count_parameters, gflops, layer_table, output_shapes
+from detect.models.config import ARCHS, ModelConfig
+
+FLOPS_NOTE = "torch.utils.flop_counter, 2 x conv/matmul MACs"
+
+
+def describe_arch(arch: str, imgsz: int | None, num_classes: int) -> dict[str, Any]:
+    """Layer table and figures of a freshly built `arch` (on the meta device: no memory)."""
+    import torch
+
+    from detect.models import build_model
+
+    if arch not in ARCHS or arch == "window":
+        raise DetectError(f"unknown model {arch!r} (expected tiny or yolov2)")
+    imgsz = imgsz or (608 if arch == "yolov2" else 320)
+    cfg = ModelConfig(arch=arch, num_classes=num_classes, imgsz=imgsz).validate()
+    with torch.device("meta"):
+        model = build_model(cfg)
+    info = _figures(model, imgsz)
+    info["layers"] = layer_table(model, imgsz)
+    info["lines"] = [("model", f"{arch}, {num_classes} classes, input {imgsz} x {imgsz}")]
+    info["lines"] += info.pop("figures")
+    return info
+
+
+def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
+    """Classes, anchors, input size, parameters, GFLOPs and training summary of a weights file."""
+    from detect.weights import load_weights
+
+    model, meta = load_weights(path)
+    cfg = model.cfg
+    imgsz = imgsz or int(meta.get("imgsz") or getattr(cfg, "imgsz", 320) or 320)
+    names = list(meta.get("names") or getattr(cfg, "names", []))
+    lines = [
+        ("file", str(path)),
+        ("model", str(getattr(cfg, "arch", "?"))),
+        ("classes", f"{len(names)}: " + ", ".join(f"{i}={n}" for i, n in enumerate(names))),
+        ("input size", f"{imgsz} (trained at {meta.get('imgsz')})"),
+    ]
+    info: dict[str, Any] = {"anchors": []}
+    if hasattr(model, "decode"):
+        info.update(_figures(model, imgsz))
+        lines += info.pop("figures")
+        for lvl, (level, s) in enumerate(zip(cfg.anchors, model.strides, strict=True)):
+            for w, h in level:
+                px = (f"{w * imgsz:.1f}", f"{h * imgsz:.1f}")
+                info["anchors"].append((str(lvl), str(s), f"{w:.4f}", f"{h:.4f}", *px))
+    else:
+        total, trainable, stats = count_parameters(model)
+        lines.append(("parameters", f"{total:,} total, {trainable:,} trainable"))
+    training = meta.get("training") or {}
+    if training:
+        lines.append(("training", json.dumps(training, sort_keys=True)))
+    else:
+        lines.append(("training", "no summary stored"))
+    info["lines"] = lines
+    return info
+
+
+def _figures(model: nn.Module, imgsz: int) -> dict[str, Any]:
+    total, trainable, stats = count_parameters(model)
+    outs = output_shapes(model, imgsz)
+    shapes = ", ".join(f"{h} x {w} x {a * n} ({a} anchors x {n})" for h, w, a, n in outs)
+    figures = [
+        ("total parameters", f"{total:,}"),
+        ("trainable parameters", f"{trainable:,}"),
+        ("BatchNorm running statistics", f"{stats:,}"),
+        ("GFLOPs", f"{gflops(model, imgsz):.2f} at {imgsz} x {imgsz} ({FLOPS_NOTE})"),
+        ("strides", ", ".join(str(s) for s in model.strides)),
+        ("output", shapes),
+    ]
+    return {"figures": figures}

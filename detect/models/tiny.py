@@ -1,0 +1,91 @@
+"""`tiny`: a small, fast three-grid detector in the yolov2-tiny / yolov3-tiny lineage.
+
+Backbone: stride-2 3x3 convs (16-32-64-128-256 channels at width 1.0), each followed by a
+residual bottleneck (1x1 halve, 3x3 restore; cheaper than a plain 3x3 and easier to train from
+scratch), then an SPPF at stride 32 so the coarse grid sees the whole 320 input.
+Neck: a light top-down FPN (1x1 reduce, nearest upsample x2, concat, 1x1 + 3x3) giving grids at
+strides 8, 16 and 32, so small objects keep a fine grid. Head: one 1x1 conv per level to
+A * (5 + C). About 1 GFLOP at 320 (width 1.0, 6 classes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from detect.models.common import Conv, Detector
+from detect.models.config import ModelConfig
+
+
+class Bottleneck(nn.Module):
+    """x + Conv3x3(Conv1x1(x, c/2), c)."""
+
+    def __init__(self, c: int, act: str) -> None:
+        super().__init__()
+        self.cv1 = Conv(c, c // 2, 1, act=act)
+        self.cv2 = Conv(c // 2, c, 3, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.cv2(self.cv1(x))
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast (YOLOv5): three chained 5x5 max pools, concat, 1x1."""
+
+    def __init__(self, c: int, act: str) -> None:
+        super().__init__()
+        self.cv1 = Conv(c, c // 2, 1, act=act)
+        self.cv2 = Conv(c * 2, c, 1, act=act)
+        self.pool = nn.MaxPool2d(5, 1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.cv1(x)
+        y1 = self.pool(x)
+        y2 = self.pool(y1)
+        return self.cv2(torch.cat((x, y1, y2, self.pool(y2)), 1))
+
+
+def _stage(c_in: int, c_out: int, depth: int, act: str) -> nn.Sequential:
+    return nn.Sequential(
+        Conv(c_in, c_out, 3, 2, act), *(Bottleneck(c_out, act) for _ in range(depth))
+    )
+
+
+def _ch(c: int, width: float) -> int:
+    """Scaled channel count, a multiple of 8 (at least 8)."""
+    return max(8, int(round(c * width / 8)) * 8)
+
+
+class TinyYolo(Detector):
+    """Three grids (strides 8, 16, 32); see the module docstring."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg, [8, 16, 32])
+        act, w = cfg.act, cfg.width
+        c1, c2, c3, c4, c5 = (_ch(c, w) for c in (16, 32, 64, 128, 256))
+        self.stem = Conv(3, c1, 3, 2, act)  # /2
+        self.stage2 = _stage(c1, c2, 1, act)  # /4
+        self.stage3 = _stage(c2, c3, 1, act)  # /8  -> P3
+        self.stage4 = _stage(c3, c4, 2, act)  # /16 -> P4
+        self.stage5 = nn.Sequential(_stage(c4, c5, 1, act), SPPF(c5, act))  # /32 -> P5
+        # top-down: reduce, upsample, concat with the finer backbone map
+        self.lat5 = Conv(c5, c4, 1, act=act)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.fuse4 = nn.Sequential(Conv(c4 * 2, c4, 1, act=act), Conv(c4, c4, 3, act=act))
+        self.lat4 = Conv(c4, c3, 1, act=act)
+        self.fuse3 = nn.Sequential(Conv(c3 * 2, c3, 1, act=act), Conv(c3, c3, 3, act=act))
+        self.out5 = Conv(c5, c5, 3, act=act)
+        no = self.num_outputs
+        self.heads = nn.ModuleList(
+            nn.Conv2d(c, a * no, 1) for c, a in zip((c3, c4, c5), self.num_anchors, strict=True)
+        )
+        self.init_biases()
+
+    def _features(self, x: Tensor) -> list[Tensor]:
+        p3 = self.stage3(self.stage2(self.stem(x)))
+        p4 = self.stage4(p3)
+        p5 = self.stage5(p4)
+        t5 = self.lat5(p5)
+        n4 = self.fuse4(torch.cat((self.up(t5), p4), 1))
+        n3 = self.fuse3(torch.cat((self.up(self.lat4(n4)), p3), 1))
+        return [n3, n4, self.out5(p5)]

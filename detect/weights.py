@@ -1,0 +1,135 @@
+"""Weights files: one `.safetensors` file, tensors + string metadata; nothing is ever unpickled.
+
+Metadata (every value a string):
+    "detect_format": "1"
+    "config":   JSON of the model config (`cfg.to_dict()`, with its "arch")
+    "names":    JSON list of class names
+    "anchors":  JSON anchors per level, [w, h] as fractions of the input side
+    "imgsz":    JSON int, the input side trained at
+    "training": JSON training summary (epochs, time, val mAP, command, ...)
+    any other key given in `meta`: its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detect.errors import DetectError
+from detect.files import atomic_write_bytes
+
+FORMAT = "1"
+
+
+def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
+    """Write `model`'s state dict and metadata to `path` atomically.
+
+    `model` is any nn.Module with a `.cfg` having `to_dict()` and an `arch` field (a DDP/EMA
+    wrapper with `.module` is unwrapped). `meta` values must be JSON-serialisable; its "names",
+    "anchors" and "imgsz" override the config's. Do not save a `fuse()`d model.
+    """
+    from safetensors.torch import save
+
+    model = getattr(model, "module", model)
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "to_dict"):
+        raise DetectError(f"cannot save {type(model).__name__}: it has no .cfg with to_dict()")
+    config = cfg.to_dict()
+    fields = {
+        "config": config,
+        "names": config.get("names", []),
+        "anchors": config.get("anchors", []),
+        "imgsz": config.get("imgsz"),
+        "training": {},
+        **(meta or {}),
+    }
+    try:
+        metadata = {k: json.dumps(v) for k, v in fields.items()}
+    except (TypeError, ValueError) as e:
+        raise DetectError(f"cannot save weights metadata to {path}: {e}") from None
+    metadata["detect_format"] = FORMAT
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a weights file, without building the model.
+
+    Raises DetectError (naming the file) if it is missing, not safetensors, or not ours.
+    """
+    meta, _ = _read(Path(path), tensors=False)
+    return meta
+
+
+def load_weights(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a weights file describes and load its tensors.
+
+    Returns (model in eval mode on `device`, decoded metadata dict with "config", "names",
+    "anchors", "imgsz", "training", ...). Any bad file (missing, truncated, foreign, tampered)
+    raises a one-line DetectError naming the file.
+    """
+    path = Path(path)
+    meta, tensors = _read(path, tensors=True)
+    config = meta["config"]
+    try:
+        model = _build(config)
+    except DetectError as e:
+        raise DetectError(f"{path}: bad model config in metadata: {e}") from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise DetectError(f"{path}: bad model config in metadata: {e}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise DetectError(f"{path}: tensors do not match the model ({detail})") from None
+    return model.to(device).eval(), meta
+
+
+def _build(config: dict[str, Any]) -> nn.Module:
+    if not isinstance(config, dict):
+        raise DetectError("config is not a JSON object")
+    arch = config.get("arch")
+    if arch == "window":
+        from detect.models.window import build_window_model
+
+        return build_window_model(config)
+    from detect.models import ModelConfig, build_model
+
+    return build_model(ModelConfig.from_dict(config))
+
+
+def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise DetectError(f"weights file not found: {path}")
+    out: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = f.metadata() or {}
+            if tensors and raw.get("detect_format") == FORMAT:
+                out = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as e:  # safetensors raises its own error types (and OSError)
+        detail = " ".join(str(e).split())[:200]
+        raise DetectError(f"{path}: not a readable safetensors file ({detail})") from None
+    if raw.get("detect_format") is None:
+        raise DetectError(f"{path}: not a detect weights file (no detect metadata)")
+    if raw["detect_format"] != FORMAT:
+        raise DetectError(f"{path}: unsupported weights format {raw['detect_format']!r}")
+    meta: dict[str, Any] = {"detect_format": FORMAT}
+    for key, value in raw.items():
+        if key == "detect_format":
+            continue
+        try:
+            meta[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise DetectError(f"{path}: metadata {key!r} is not valid JSON") from None
+    if not isinstance(meta.get("config"), dict):
+        raise DetectError(f"{path}: metadata has no model config")
+    return meta, out

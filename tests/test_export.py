@@ -1,0 +1,79 @@
+"""Export: onnxruntime and TorchScript outputs match PyTorch's `predict` within 1e-4, with a
+batch size other than the one traced (dynamic batch axis)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from detect.cli.main import app
+from detect.models import ModelConfig, build_model
+from detect.weights import load_weights, save_weights
+
+IMGSZ = 96
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=3, width=0.25, imgsz=IMGSZ))
+    with torch.no_grad():  # random, non-trivial BN statistics and head biases
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+        for head in model.heads:
+            head.bias.normal_(0, 1)
+    return save_weights(tmp_path_factory.mktemp("w") / "m.safetensors", model.eval())
+
+
+@pytest.fixture(scope="module")
+def reference(weights):
+    model, _ = load_weights(weights)  # unfused PyTorch model: the oracle
+    x = torch.rand(3, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return x, model.predict(x)
+
+
+def _export(weights, fmt, tmp_path):
+    out = tmp_path / f"m.{fmt}"
+    r = CliRunner().invoke(app, ["export", str(weights), "--format", fmt, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_onnx_matches_pytorch(weights, reference, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    out = _export(weights, "onnx", tmp_path)
+    proto = onnx.load(str(out))
+    assert proto.opset_import[0].version >= 17
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["names"]) == ["0", "1", "2"] and props["imgsz"] == str(IMGSZ)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x, ref = reference
+    (got,) = sess.run(None, {"images": x.numpy()})  # batch 3, traced with batch 1
+    assert got.shape == tuple(ref.shape)
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load deprecation
+def test_torchscript_matches_pytorch(weights, reference, tmp_path):
+    out = _export(weights, "torchscript", tmp_path)
+    extra = {"meta.json": ""}
+    ts = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["meta.json"])["imgsz"] == str(IMGSZ)
+    x, ref = reference
+    with torch.no_grad():
+        got = ts(x)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_export_rejects_unknown_format(weights, tmp_path):
+    r = CliRunner().invoke(app, ["export", str(weights), "--format", "tflite"])
+    assert r.exit_code != 0 and "tflite" in str(r.exception)
