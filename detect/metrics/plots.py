@@ -1,0 +1,124 @@
+"""PR curves (per class and all classes) and a confusion matrix, as PNGs (matplotlib, Agg,
+imported only when plotting)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from detect.metrics.arrays import GroundTruth, Predictions, ground_truth, predictions
+from detect.metrics.coco import box_iou_xywh
+
+
+def confusion_matrix(
+    gt: GroundTruth, pr: Predictions, conf: float = 0.25, iou_thr: float = 0.45
+) -> np.ndarray:
+    """int64 [K+1, K+1] counts, rows = predicted class, columns = true class, last = background.
+
+    Per image, detections with score >= conf and GT of any class are paired one to one by
+    decreasing IoU above iou_thr; unpaired detections count as background GT, unpaired GT as
+    missed (background prediction). Crowd and difficult GT are left out.
+    """
+    K = gt.num_classes
+    cm = np.zeros((K + 1, K + 1), np.int64)
+    keep_g = ~(gt.iscrowd | gt.difficult)
+    gi, gc, gb = gt.image[keep_g], gt.classes[keep_g], gt.xywh[keep_g]
+    keep_d = pr.scores >= conf
+    di, dc, db = pr.image[keep_d], pr.classes[keep_d], pr.xywh[keep_d]
+    g_order, d_order = np.argsort(gi, kind="stable"), np.argsort(di, kind="stable")
+    g_b = np.searchsorted(gi[g_order], np.arange(gt.num_images + 1))
+    d_b = np.searchsorted(di[d_order], np.arange(gt.num_images + 1))
+    for i in range(gt.num_images):
+        g = g_order[g_b[i] : g_b[i + 1]]
+        d = d_order[d_b[i] : d_b[i + 1]]
+        if len(g) == 0 and len(d) == 0:
+            continue
+        iou = box_iou_xywh(  # [nd*ng]
+            np.repeat(db[d], len(g), 0),
+            np.tile(gb[g], (len(d), 1)),
+            np.zeros(len(d) * len(g), bool),
+        ).reshape(len(d), len(g))
+        dd, gg = np.nonzero(iou > iou_thr)
+        o = np.argsort(-iou[dd, gg], kind="stable")
+        used_d, used_g = set(), set()
+        for a, b in zip(dd[o].tolist(), gg[o].tolist(), strict=True):
+            if a not in used_d and b not in used_g:
+                used_d.add(a)
+                used_g.add(b)
+                cm[dc[d[a]], gc[g[b]]] += 1
+        for a in set(range(len(d))) - used_d:
+            cm[dc[d[a]], K] += 1
+        for b in set(range(len(g))) - used_g:
+            cm[K, gc[g[b]]] += 1
+    return cm
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
+
+
+def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
+    """PR curve PNG per class (`pr_<name>.png`), one for all classes (`pr_all.png`) and
+    `confusion_matrix.png` into `folder`; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    g = ground_truth(gt)
+    p = predictions(dets, g)
+    rec = result.coco.params.rec_thrs
+    iou = result.coco.params.iou_thrs
+    prec50 = result.coco.precision[np.where(iou == 0.5)[0][0], :, :, 0, -1]  # [R,K]
+    ap50 = result.coco.per_class_ap()[1]
+    written = []
+
+    def save(fig, name):
+        path = folder / name
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    for k, name in enumerate(result.names):
+        fig, ax = plt.subplots(figsize=(5, 4), tight_layout=True)
+        if ap50[k] >= 0:
+            ax.plot(rec, prec50[:, k], label=f"{name} AP50 {ap50[k]:.3f}")
+            ax.legend(loc="lower left")
+        else:
+            ax.set_title(f"{name}: no ground truth")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        save(fig, f"pr_{_safe(name)}.png")
+
+    fig, ax = plt.subplots(figsize=(7, 5), tight_layout=True)
+    valid = ap50 >= 0
+    for k in np.flatnonzero(valid):
+        ax.plot(rec, prec50[:, k], lw=0.8, alpha=0.5)
+    if valid.any():
+        ax.plot(rec, prec50[:, valid].mean(1), "k", lw=2.5,
+                label=f"all classes mAP50 {result.map50:.3f}")  # fmt: skip
+        ax.legend(loc="lower left")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    save(fig, "pr_all.png")
+
+    cm = confusion_matrix(g, p)
+    labels = [*result.names, "background"]
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(min(4 + 0.35 * n, 30), min(3.5 + 0.35 * n, 30)),
+                           tight_layout=True)  # fmt: skip
+    col = cm / np.maximum(cm.sum(0, keepdims=True), 1)  # fraction of each true class
+    im = ax.imshow(col, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax)
+    if n <= 30:
+        ax.set_xticks(range(n), labels, rotation=90)
+        ax.set_yticks(range(n), labels)
+        for (r, c), v in np.ndenumerate(cm):
+            if v:
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if col[r, c] > 0.5 else "black")  # fmt: skip
+    ax.set(xlabel="true", ylabel="predicted", title="confusion matrix (conf 0.25, IoU 0.45)")
+    save(fig, "confusion_matrix.png")
+    return written
