@@ -18,24 +18,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 
-from detect.anchors import avg_iou, kmeans_anchors, wh_iou
+from detect.anchors import avg_iou, boxes_wh, kmeans_anchors, wh_iou
+from detect.data import load_dataset
 
 
 def voc_wh(root: Path, split: str = "trainval") -> np.ndarray:
-    out = []
-    for stem in (root / "ImageSets" / "Main" / f"{split}.txt").read_text().split():
-        ann = ET.parse(root / "Annotations" / f"{stem}.xml").getroot()
-        w, h = float(ann.findtext("size/width")), float(ann.findtext("size/height"))
-        for obj in ann.iter("object"):
-            b = obj.find("bndbox")
-            x1, y1, x2, y2 = (float(b.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
-            out.append(((x2 - x1) / w, (y2 - y1) / h))
-    return np.array(out)
+    """Every box of the split, normalised, read by the product's own VOC reader."""
+    return boxes_wh(load_dataset(root, split))
 
 
 def peer_kmeans(wh: np.ndarray, k: int, seed: int, update=np.median) -> np.ndarray:

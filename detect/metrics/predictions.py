@@ -50,12 +50,16 @@ def _loads(data: bytes, path: Path):
             raise DetectError(f"{path}: malformed JSON: {e}") from None
 
 
-def load_json(path: str | Path):
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise DetectError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def load_json(path: str | Path):
+    path = Path(path)
+    data = _read_bytes(path)
     with _no_gc():
         return _loads(data, path)
 
@@ -211,10 +215,7 @@ def _fast_columns(data: bytes) -> tuple | None:
 
 def read_coco_results(path: str | Path, gt: GroundTruth) -> Predictions:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DetectError(f"{path}: cannot read: {e.strerror}") from None
+    data = _read_bytes(path)
     with _no_gc():
         cols = _fast_columns(data)
         if cols is None:
