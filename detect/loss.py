@@ -1,0 +1,246 @@
+"""The YOLO training loss: YOLOv2 target assignment, CIoU box loss, objectness and class BCE.
+
+Targets are `Tensor[T, 6]` rows `(batch_index, class, x1, y1, x2, y2)` in input (letterboxed)
+pixels, as `detect.data.collate_fn` returns them. Raw model output per level is
+`Tensor[B, A, H, W, 5 + C]` (tx, ty, tw, th, objectness logit, class logits), decoded with the
+model's own `decode_level`, so training and prediction share one decode.
+
+Assignment (YOLOv2): each ground-truth box goes to the cell holding its centre, at the anchor
+whose shape (w, h, centred) has the best IoU with the box, searched over all levels; optionally
+also to every other anchor whose shape IoU exceeds `LossConfig.anchor_iou` or whose side ratios
+to the box are all below `LossConfig.anchor_ratio` (YOLOv5's rule): more positives per box.
+Predictions that are not assigned but whose decoded box already overlaps a ground truth above
+`LossConfig.ignore_iou` get no objectness loss (YOLOv2's ignore rule), so the model is not
+punished for good duplicates that NMS removes anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from detect.models.common import cxcywh_to_xyxy, decode_level
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and assignment thresholds (YOLOv5's gains, proven on COCO and small sets)."""
+
+    box: float = 0.05  # CIoU term gain
+    obj: float = 1.0  # objectness BCE gain
+    cls: float = 0.5  # class BCE gain
+    balance: list[float] = field(default_factory=lambda: [4.0, 1.0, 0.4])  # obj gain per level,
+    # finest first: fine grids have many more (mostly empty) cells, so their mean is smaller
+    ignore_iou: float = 0.6  # unassigned predictions overlapping a GT above this: no obj loss
+    anchor_iou: float | None = 0.3  # also assign anchors with shape IoU above this (None: best)
+    anchor_ratio: float | None = 4.0  # also assign anchors whose w and h ratios to the box are
+    # all below this (YOLOv5's rule): more positives per box, measured faster to learn
+    cls_nc_scale: bool = False  # scale the class gain by C / 80 (YOLOv5) or not (YOLOv8; with
+    # 6 classes YOLOv5's scaling made the class term 13x weaker and classes learned slower)
+    label_smoothing: float = 0.0  # class targets eps/2 .. 1 - eps/2
+
+
+@dataclass
+class LevelTargets:
+    """Assigned positives of one output level; K rows, one per (ground truth, anchor) pair."""
+
+    b: Tensor  # int64 [K] image index in the batch
+    a: Tensor  # int64 [K] anchor index within the level
+    gy: Tensor  # int64 [K] grid row
+    gx: Tensor  # int64 [K] grid column
+    box: Tensor  # float [K, 4] target box (x1, y1, x2, y2) input pixels
+    cls: Tensor  # int64 [K] class
+    gt: Tensor  # int64 [K] row of the target in `targets`
+
+
+def shape_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
+    """IoU of boxes aligned on a common centre: `Tensor[N, 2]` x `Tensor[M, 2]` (w, h) -> [N, M]."""
+    inter = torch.min(wh1[:, None], wh2[None]).prod(-1)  # [N,M]
+    return inter / (wh1.prod(-1)[:, None] + wh2.prod(-1)[None] - inter).clamp(min=1e-9)
+
+
+def assign_targets(
+    targets: Tensor,
+    anchors: Tensor,
+    grid_hw: list[tuple[int, int]],
+    input_hw: tuple[int, int],
+    anchor_iou: float | None = None,
+    anchor_ratio: float | None = None,
+) -> list[LevelTargets]:
+    """YOLOv2 assignment of ground-truth boxes to (level, anchor, cell).
+
+    Args:
+        targets: `Tensor[T, 6]` (batch_index, class, x1, y1, x2, y2) input pixels.
+        anchors: `Tensor[L, A, 2]` (w, h) as fractions of the input side.
+        grid_hw: (H_l, W_l) of every level's output map.
+        input_hw: (height, width) of the network input.
+        anchor_iou: besides the best anchor, also every anchor with shape IoU above this.
+        anchor_ratio: ... and every anchor whose side ratios to the box are all below this.
+
+    Returns:
+        One LevelTargets per level.
+    """
+    L, A = anchors.shape[:2]
+    in_h, in_w = input_hw
+    dev = targets.device
+    size = torch.tensor([in_w, in_h], dtype=torch.float32, device=dev)
+    anchor_wh = anchors.to(dev).float().reshape(L * A, 2) * size  # [L*A,2] pixels
+    boxes = targets[:, 2:6].float()  # [T,4]
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # [T,2]
+    ctr = (boxes[:, :2] + boxes[:, 2:]) / 2  # [T,2]
+    ious = shape_iou(wh, anchor_wh)  # [T,L*A]
+    best = torch.zeros_like(ious, dtype=torch.bool)
+    if len(targets):
+        best[torch.arange(len(targets), device=dev), ious.argmax(1)] = True
+    if anchor_iou is not None:
+        best |= ious > anchor_iou
+    if anchor_ratio is not None:
+        r = wh[:, None] / anchor_wh[None].clamp(min=1e-9)  # [T,L*A,2]
+        best |= torch.max(r, 1 / r.clamp(min=1e-9)).amax(-1) < anchor_ratio
+    t_idx, k_idx = best.nonzero(as_tuple=True)  # [K], [K] pairs (target, flat anchor)
+    out = []
+    for level, (gh, gw) in enumerate(grid_hw):
+        keep = (k_idx // A) == level
+        t, a = t_idx[keep], k_idx[keep] % A
+        c = ctr[t]  # [K,2]
+        gx = (c[:, 0] / (in_w / gw)).long().clamp(0, gw - 1)
+        gy = (c[:, 1] / (in_h / gh)).long().clamp(0, gh - 1)
+        out.append(
+            LevelTargets(
+                b=targets[t, 0].long(),
+                a=a,
+                gy=gy,
+                gx=gx,
+                box=boxes[t],
+                cls=targets[t, 1].long(),
+                gt=t,
+            )
+        )
+    return out
+
+
+def bbox_ciou(b1: Tensor, b2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Complete IoU of matched boxes `Tensor[N, 4]` and `Tensor[N, 4]` in (x1, y1, x2, y2) -> [N].
+
+    CIoU = IoU - centre distance^2 / enclosing diagonal^2 - alpha * v (aspect-ratio term); the
+    loss is 1 - CIoU (torchvision.ops.complete_box_iou_loss computes the same).
+    """
+    w1, h1 = b1[:, 2] - b1[:, 0], b1[:, 3] - b1[:, 1]
+    w2, h2 = b2[:, 2] - b2[:, 0], b2[:, 3] - b2[:, 1]
+    iw = (torch.min(b1[:, 2], b2[:, 2]) - torch.max(b1[:, 0], b2[:, 0])).clamp(min=0)
+    ih = (torch.min(b1[:, 3], b2[:, 3]) - torch.max(b1[:, 1], b2[:, 1])).clamp(min=0)
+    inter = iw * ih
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    cw = torch.max(b1[:, 2], b2[:, 2]) - torch.min(b1[:, 0], b2[:, 0])  # enclosing box
+    ch = torch.max(b1[:, 3], b2[:, 3]) - torch.min(b1[:, 1], b2[:, 1])
+    c2 = cw**2 + ch**2 + eps
+    rho2 = (
+        (b1[:, 0] + b1[:, 2] - b2[:, 0] - b2[:, 2]) ** 2
+        + (b1[:, 1] + b1[:, 3] - b2[:, 1] - b2[:, 3]) ** 2
+    ) / 4
+    v = (4 / math.pi**2) * (torch.atan(w2 / (h2 + eps)) - torch.atan(w1 / (h1 + eps))) ** 2
+    with torch.no_grad():
+        alpha = v / (v - iou + (1 + eps))
+    return iou - rho2 / c2 - alpha * v
+
+
+def _ignore_mask(pred_xyxy: Tensor, targets: Tensor, batch: int, thr: float) -> Tensor:
+    """`Tensor[B, N]` bool: prediction overlaps some GT of its own image with IoU > thr.
+
+    pred_xyxy: `Tensor[B, N, 4]`; GTs are padded per image to G = max boxes per image.
+    """
+    n = pred_xyxy.shape[1]
+    if len(targets) == 0:
+        return torch.zeros(batch, n, dtype=torch.bool, device=pred_xyxy.device)
+    bi = targets[:, 0].long()
+    counts = torch.bincount(bi, minlength=batch)  # [B]
+    g = int(counts.max())
+    order = torch.argsort(bi, stable=True)
+    bi_sorted = bi[order]
+    start = torch.cumsum(counts, 0) - counts  # [B]
+    slot = torch.arange(len(targets), device=bi.device) - start[bi_sorted]  # [T] rank in image
+    gt = pred_xyxy.new_zeros(batch, g, 4)  # [B,G,4] zero boxes never overlap (IoU 0)
+    gt[bi_sorted, slot] = targets[order, 2:6].to(gt)
+    p = pred_xyxy[:, :, None]  # [B,N,1,4]
+    q = gt[:, None]  # [B,1,G,4]
+    iw = (torch.min(p[..., 2], q[..., 2]) - torch.max(p[..., 0], q[..., 0])).clamp(min=0)
+    ih = (torch.min(p[..., 3], q[..., 3]) - torch.max(p[..., 1], q[..., 1])).clamp(min=0)
+    inter = iw * ih  # [B,N,G]
+    a1 = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])).clamp(min=0)
+    a2 = ((q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])).clamp(min=0)
+    iou = inter / (a1 + a2 - inter).clamp(min=1e-9)
+    return (iou > thr).any(-1)
+
+
+def yolo_loss(
+    raw: list[Tensor],
+    targets: Tensor,
+    anchors: Tensor,
+    input_hw: tuple[int, int],
+    cfg: LossConfig | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Total loss of a batch and its detached terms.
+
+    Args:
+        raw: per level `Tensor[B, A, H, W, 5 + C]` raw model output.
+        targets: `Tensor[T, 6]` (batch_index, class, x1, y1, x2, y2) input pixels.
+        anchors: `Tensor[L, A, 2]` (w, h) fractions of the input side (the model's `anchors`).
+        input_hw: (height, width) of the network input.
+
+    Returns:
+        (loss, items): a scalar to backpropagate (already multiplied by the batch size, as
+        YOLOv5 does, so the learning rate does not depend on it) and `Tensor[3]`
+        (box, obj, cls) detached, per image.
+    """
+    cfg = cfg or LossConfig()
+    nl = len(raw)
+    batch, nc = raw[0].shape[0], raw[0].shape[-1] - 5
+    dev = raw[0].device
+    targets = targets.to(dev)
+    # Per-level balance: levels beyond the default three fall back to 1.
+    balance = (cfg.balance + [1.0] * nl)[:nl] if nl == 3 else [1.0] * nl
+    assigned = assign_targets(
+        targets,
+        anchors,
+        [(p.shape[2], p.shape[3]) for p in raw],
+        input_hw,
+        cfg.anchor_iou,
+        cfg.anchor_ratio,
+    )
+    lbox = torch.zeros((), device=dev)
+    lobj = torch.zeros((), device=dev)
+    lcls = torch.zeros((), device=dev)
+    for level, (p, t) in enumerate(zip(raw, assigned, strict=True)):
+        p = p.float()  # loss in fp32 under autocast
+        d = decode_level(p, anchors[level], input_hw)  # [B,A,H,W,5+C]
+        pbox = cxcywh_to_xyxy(d[..., :4])  # [B,A,H,W,4]
+        tobj = torch.zeros(p.shape[:4], device=dev)  # [B,A,H,W]
+        with torch.no_grad():
+            weight = ~_ignore_mask(pbox.detach().flatten(1, 3), targets, batch, cfg.ignore_iou)
+            weight = weight.view(p.shape[:4]).float()  # [B,A,H,W]
+        if len(t.b):
+            ciou = bbox_ciou(pbox[t.b, t.a, t.gy, t.gx], t.box)  # [K]
+            lbox = lbox + (1.0 - ciou).mean()
+            # IoU-aware objectness (YOLOv2 "rescore"): the score ranks boxes by quality too.
+            tobj[t.b, t.a, t.gy, t.gx] = ciou.detach().clamp(min=0)
+            weight[t.b, t.a, t.gy, t.gx] = 1.0
+            if nc > 1:
+                eps = cfg.label_smoothing
+                tcls = torch.full((len(t.b), nc), eps / 2, device=dev)
+                tcls[torch.arange(len(t.b), device=dev), t.cls] = 1.0 - eps / 2
+                logits = p[t.b, t.a, t.gy, t.gx, 5:]  # [K,C]
+                lcls = lcls + F.binary_cross_entropy_with_logits(logits, tcls)
+        bce = F.binary_cross_entropy_with_logits(p[..., 4], tobj, reduction="none")
+        lobj = lobj + (bce * weight).mean() * balance[level]
+    # YOLOv5's scaling with the number of levels, classes and input size.
+    s = 3.0 / nl
+    lbox = lbox * cfg.box * s
+    lcls = lcls * cfg.cls * ((nc / 80) if cfg.cls_nc_scale else 1.0) * s
+    lobj = lobj * cfg.obj * ((input_hw[0] * input_hw[1]) / 640**2) * s
+    items = torch.stack((lbox, lobj, lcls)).detach()
+    return (lbox + lobj + lcls) * batch, items
