@@ -17,13 +17,7 @@ GRIDS = [(8, 8), (4, 4)]
 HW = (64, 64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-pool overhead on a shared, busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _targets() -> torch.Tensor:

@@ -22,10 +22,6 @@ from detect.resources import default_weights
 MAP50_FLOOR = 0.60
 WEIGHTS = default_weights()
 
-pytestmark = pytest.mark.skipif(
-    not WEIGHTS.is_file(), reason=f"shipped weights not trained yet: {WEIGHTS} does not exist"
-)
-
 
 @pytest.fixture(scope="module")
 def synth_val(tmp_path_factory):

@@ -18,14 +18,7 @@ from detect.sliding import (
     sliding_scores,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs and per-crop loops: one thread avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0, num_classes: int = 3, **cfg):

@@ -13,14 +13,7 @@ from detect.models.window import (
     to_conv,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convs and per-crop loops: one thread avoids oversubscribing a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_model(seed: int = 0, **cfg) -> WindowClassifier:
