@@ -553,15 +553,9 @@ class _Trainer:
         self.model_cfg = mcfg
         model = build_model(mcfg)
         if cfg.weights and not cfg.resume:
-            from detect.weights import load_weights
+            from detect.weights import init_from
 
-            init, _ = load_weights(cfg.weights)
-            try:
-                model.load_state_dict(init.state_dict())
-            except RuntimeError:
-                raise DetectError(
-                    f"{cfg.weights}: does not fit --model {cfg.model} with {len(names)} classes"
-                ) from None
+            init_from(model, cfg.weights, f"--model {cfg.model} with {len(names)} classes")
         # channels_last: measured ~25% faster training steps on CPU (oneDNN convolutions).
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)

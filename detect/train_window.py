@@ -198,7 +198,7 @@ def train_window(cfg, callback=None):
     from detect.data import load_dataset
     from detect.device import select_device
     from detect.train import TrainResult, lr_factor, read_results, write_results
-    from detect.weights import load_weights, save_weights
+    from detect.weights import init_from, load_weights, save_weights
 
     emit = callback or (lambda event, info: None)
     if cfg.batch < 1 or (cfg.epochs is not None and cfg.epochs < 1) or cfg.val_every < 1:
@@ -222,13 +222,7 @@ def train_window(cfg, callback=None):
         wcfg = WindowConfig(num_classes=len(names), names=names, imgsz=_window_size(cfg.imgsz))
         model = build_window_model(wcfg)
         if cfg.weights:
-            init, _ = load_weights(cfg.weights)
-            try:
-                model.load_state_dict(init.state_dict())
-            except RuntimeError:
-                raise DetectError(
-                    f"{cfg.weights}: does not fit --model window with {len(names)} classes"
-                ) from None
+            init_from(model, cfg.weights, f"--model window with {len(names)} classes")
         out = Path(cfg.out)
         run_dir = new_run_dir(out.parent / cfg.name if cfg.name else out)
         elapsed_before = 0.0

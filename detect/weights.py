@@ -91,6 +91,18 @@ def load_weights(
     return model.to(device).eval(), meta
 
 
+def init_from(model: nn.Module, path: str | Path, what: str) -> None:
+    """Copy the parameters of weights file `path` into `model` (fine-tuning start).
+
+    `what` names `model` in the error when shapes do not fit ("--model tiny with 6 classes").
+    """
+    init, _ = load_weights(path)
+    try:
+        model.load_state_dict(init.state_dict())
+    except RuntimeError:
+        raise DetectError(f"{path}: does not fit {what}") from None
+
+
 def _build(config: dict[str, Any]) -> nn.Module:
     if not isinstance(config, dict):
         raise DetectError("config is not a JSON object")

@@ -12,7 +12,7 @@ from safetensors.torch import save, save_file
 
 from detect.errors import DetectError
 from detect.models import ModelConfig, build_model
-from detect.weights import load_weights, read_metadata, save_weights
+from detect.weights import init_from, load_weights, read_metadata, save_weights
 
 
 @pytest.fixture()
@@ -135,3 +135,14 @@ def test_tampered_metadata(saved, tmp_path, edit):
 def test_save_needs_cfg(tmp_path):
     with pytest.raises(DetectError):
         save_weights(tmp_path / "x.safetensors", torch.nn.Linear(2, 2))
+
+
+def test_init_from_copies_parameters_or_names_the_misfit(saved):
+    model, path = saved
+    same = build_model(ModelConfig(num_classes=3, names=["a", "b", "c"], width=0.25))
+    init_from(same, path, "--model tiny with 3 classes")
+    for (k, a), b in zip(model.state_dict().items(), same.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    other = build_model(ModelConfig(num_classes=5, names=list("abcde"), width=0.25))
+    with pytest.raises(DetectError, match=r"w\.safetensors: does not fit --model tiny with 5"):
+        init_from(other, path, "--model tiny with 5 classes")
