@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Annotated
 
@@ -46,6 +47,11 @@ for _name in COMMANDS:
 
 def run() -> None:
     """Console-script entry: library errors become one `error: ...` line and exit code 1."""
+    # Before any command loads torch's OpenMP: idle threads sleep instead of spinning. On a CPU
+    # shared with other busy processes, spinning threads steal the cores the working ones need
+    # (measured: 10x slower inference, 4-6x slower training steps; bench/README.md). An explicit
+    # setting in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app()
     except DetectError as e:

@@ -71,13 +71,7 @@ def command(
     """Detect objects and save annotated images / videos into a new run folder, with optional
     YOLO label files (--save-txt) and a COCO results list (--save-json). Exit code 1 when some
     input could not be read, 2 when none could."""
-    import os
     import sys
-
-    # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a machine
-    # shared with other busy processes, spinning threads steal the cores the working ones need
-    # (measured here: 10x slower inference with 2 threads; see bench/README.md, Predict).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from detect.cli.common import default_weights
     from detect.predict import PredictConfig, run_predict

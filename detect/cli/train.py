@@ -70,9 +70,6 @@ def command(
 
     if data is None and resume is None:
         raise DetectError("give DATA (a data set) or --resume RUN_DIR")
-    # Before torch loads OpenMP: idle threads sleep instead of spinning. On a busy machine a
-    # spinning thread waits for a descheduled peer; measured 4-6x faster steps under load.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from detect.train import TrainConfig, train
 
     cfg = TrainConfig(
