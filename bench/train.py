@@ -121,6 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="data set YAML (default: draw one with detect synth)")
     ap.add_argument("--seed", type=int, default=0, help="detect synth seed")
+    ap.add_argument("--easy", action="store_true", help="draw the set with detect synth --easy")
     ap.add_argument("--time", type=float, default=20.0, help="training budget, minutes")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--peer", action="store_true", help="also train ultralytics YOLOv8n")
@@ -131,11 +132,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data = a.data
     if data is None:
-        subprocess.run([*DETECT, "synth", str(work / "shapes"), "--seed", str(a.seed)],
+        easy = ["--easy"] if a.easy else []
+        subprocess.run([*DETECT, "synth", str(work / "shapes"), "--seed", str(a.seed), *easy],
                        check=True, cwd=REPO, capture_output=True)  # fmt: skip
         data = work / "shapes" / "data.yaml"
     ours = run_ours(data.resolve(), a.time, a.imgsz, work, a.extra)
-    print(f"data {data} (synth seed {a.seed if a.data is None else '-'}), budget {a.time} min")
+    kind = "-" if a.data else f"{a.seed}{' --easy' if a.easy else ''}"
+    print(f"data {data} (synth seed {kind}), budget {a.time} min")
     print(f"ours: mAP50 {ours['map50']:.4f}  mAP50-95 {ours['map']:.4f}  "
           f"({ours['epochs']} epochs, {ours['train_s'] / 60:.1f} min; "
           f"predict val {ours['predict_s']:.1f} s)")  # fmt: skip

@@ -11,7 +11,10 @@ also to every other anchor whose shape IoU exceeds `LossConfig.anchor_iou` or wh
 to the box are all below `LossConfig.anchor_ratio` (YOLOv5's rule): more positives per box.
 Predictions that are not assigned but whose decoded box already overlaps a ground truth above
 `LossConfig.ignore_iou` get no objectness loss (YOLOv2's ignore rule), so the model is not
-punished for good duplicates that NMS removes anyway.
+punished for good duplicates that NMS removes anyway. When the model's decode stretches the
+centre offset (`ModelConfig.xy_scale` s > 1), a neighbouring cell whose offset range reaches
+the box centre (within (s - 1) / 2 cell of the shared edge) is a positive too: with s = 2 every
+box trains three cells per anchor instead of one, as in YOLOv5.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def assign_targets(
     input_hw: tuple[int, int],
     anchor_iou: float | None = None,
     anchor_ratio: float | None = None,
+    xy_scale: float = 1.0,
 ) -> list[LevelTargets]:
     """YOLOv2 assignment of ground-truth boxes to (level, anchor, cell).
 
@@ -80,6 +84,7 @@ def assign_targets(
         input_hw: (height, width) of the network input.
         anchor_iou: besides the best anchor, also every anchor with shape IoU above this.
         anchor_ratio: ... and every anchor whose side ratios to the box are all below this.
+        xy_scale: the decode's centre-offset stretch; > 1 adds the neighbour cells it can reach.
 
     Returns:
         One LevelTargets per level.
@@ -102,13 +107,27 @@ def assign_targets(
         r = wh[:, None] / anchor_wh[None].clamp(min=1e-9)  # [T,L*A,2]
         best |= torch.max(r, 1 / r.clamp(min=1e-9)).amax(-1) < anchor_ratio
     t_idx, k_idx = best.nonzero(as_tuple=True)  # [K], [K] pairs (target, flat anchor)
+    reach = (xy_scale - 1.0) / 2  # how far past its edges a cell's offset can place a centre
     out = []
     for level, (gh, gw) in enumerate(grid_hw):
         keep = (k_idx // A) == level
         t, a = t_idx[keep], k_idx[keep] % A
-        c = ctr[t]  # [K,2]
-        gx = (c[:, 0] / (in_w / gw)).long().clamp(0, gw - 1)
-        gy = (c[:, 1] / (in_h / gh)).long().clamp(0, gh - 1)
+        c = ctr[t] / torch.tensor([in_w / gw, in_h / gh], device=dev)  # [K,2] grid units
+        gx = c[:, 0].long().clamp(0, gw - 1)
+        gy = c[:, 1].long().clamp(0, gh - 1)
+        if reach > 0:
+            fx, fy = c[:, 0] - gx, c[:, 1] - gy  # [K] position inside the cell
+            moves = [  # (dx, dy, the neighbour cell exists and its offset reaches the centre)
+                (-1, 0, (fx < reach) & (gx > 0)),
+                (1, 0, (fx > 1 - reach) & (gx < gw - 1)),
+                (0, -1, (fy < reach) & (gy > 0)),
+                (0, 1, (fy > 1 - reach) & (gy < gh - 1)),
+            ]
+            t0, a0, gx0, gy0 = t, a, gx, gy
+            parts = [(t0, a0, gx0, gy0)]
+            for dx, dy, ok in moves:
+                parts.append((t0[ok], a0[ok], gx0[ok] + dx, gy0[ok] + dy))
+            t, a, gx, gy = (torch.cat(z) for z in zip(*parts, strict=True))
         out.append(
             LevelTargets(
                 b=targets[t, 0].long(),
@@ -183,6 +202,7 @@ def yolo_loss(
     anchors: Tensor,
     input_hw: tuple[int, int],
     cfg: LossConfig | None = None,
+    xy_scale: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Total loss of a batch and its detached terms.
 
@@ -191,6 +211,8 @@ def yolo_loss(
         targets: `Tensor[T, 6]` (batch_index, class, x1, y1, x2, y2) input pixels.
         anchors: `Tensor[L, A, 2]` (w, h) fractions of the input side (the model's `anchors`).
         input_hw: (height, width) of the network input.
+        cfg: gains and assignment thresholds (defaults: LossConfig()).
+        xy_scale: the model's centre-offset stretch (`ModelConfig.xy_scale`).
 
     Returns:
         (loss, items): a scalar to backpropagate (already multiplied by the batch size, as
@@ -211,13 +233,14 @@ def yolo_loss(
         input_hw,
         cfg.anchor_iou,
         cfg.anchor_ratio,
+        xy_scale,
     )
     lbox = torch.zeros((), device=dev)
     lobj = torch.zeros((), device=dev)
     lcls = torch.zeros((), device=dev)
     for level, (p, t) in enumerate(zip(raw, assigned, strict=True)):
         p = p.float()  # loss in fp32 under autocast
-        d = decode_level(p, anchors[level], input_hw)  # [B,A,H,W,5+C]
+        d = decode_level(p, anchors[level], input_hw, xy_scale)  # [B,A,H,W,5+C]
         pbox = cxcywh_to_xyxy(d[..., :4])  # [B,A,H,W,4]
         tobj = torch.zeros(p.shape[:4], device=dev)  # [B,A,H,W]
         with torch.no_grad():

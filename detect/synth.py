@@ -53,7 +53,13 @@ class SynthConfig:
     min_scale: float = 0.04  # longest object side as a fraction of the image side (log-uniform)
     max_scale: float = 0.5
     max_occlusion: float = 0.4  # an object keeps at least 1 - this of its pixels visible
+    clutter: bool = True  # random lines and unlabelled distractors (off: an easier set)
     jpeg_quality: int = 90
+
+
+# `detect synth --easy`: larger objects, fewer, hardly occluded, no clutter: a set on which a
+# detector trained for minutes should already do well (a sanity check, and a second benchmark).
+EASY = {"min_scale": 0.1, "max_objects": 5, "max_occlusion": 0.1, "clutter": False}
 
 
 @dataclass
@@ -298,7 +304,9 @@ def render_image(
     """
     size = cfg.size
     img = _background(rng, size)
-    _clutter(img, rng, int(rng.integers(0, 10)), int(rng.integers(1, 7)))
+    lines, distractors = int(rng.integers(0, 10)), int(rng.integers(1, 7))
+    if cfg.clutter:
+        _clutter(img, rng, lines, distractors)
     owner = np.full((size, size), -1, np.int16)  # which object a pixel shows (occlusion control)
     area: list[int] = []  # pixels per object when drawn
     visible: list[int] = []
@@ -333,7 +341,7 @@ def render_image(
             boxes.append(box)
             classes.append(cls)
             break
-    if rng.random() < 0.3:  # a few thin lines over everything: labels stay, as in real clutter
+    if rng.random() < 0.3 and cfg.clutter:  # a few thin lines over everything, labels stay
         _clutter(img, rng, int(rng.integers(1, 3)), 0)
     img = _finish(img, rng, cfg.seed)
     return (

@@ -59,6 +59,27 @@ def test_assign_best_anchor_and_centre_cell_hand_computed():
     }  # fmt: skip
 
 
+def test_assign_neighbour_cells_hand_computed():
+    # xy_scale 2: a cell's centre offset reaches half a cell past its edges, so the nearer
+    # horizontal and vertical neighbours train too. Box 0: centre (28, 38) / 8 = (3.5, 4.75):
+    # exactly mid-column (no horizontal neighbour), 0.75 down -> row 5. Box 1: (30, 22) / 16 =
+    # (1.875, 1.375) -> column 2 and row 0.
+    levels = assign_targets(_targets(), ANCHORS, GRIDS, HW, anchor_iou=None, xy_scale=2.0)
+    assert _rows(levels) == {
+        (0, 1, 1, 4, 3, 2, 0), (0, 1, 1, 5, 3, 2, 0),
+        (1, 0, 1, 1, 1, 4, 1), (1, 0, 1, 1, 2, 4, 1), (1, 0, 1, 0, 1, 4, 1),
+    }  # fmt: skip
+    # xy_scale 1.5 reaches a quarter cell: only box 1's column 2 (0.875 > 0.75) qualifies.
+    levels = assign_targets(_targets(), ANCHORS, GRIDS, HW, anchor_iou=None, xy_scale=1.5)
+    assert _rows(levels) == {(0, 1, 1, 4, 3, 2, 0), (1, 0, 1, 1, 1, 4, 1), (1, 0, 1, 1, 2, 4, 1)}
+    # Every assigned cell's decode range really contains the box centre.
+    for lvl, t in enumerate(assign_targets(_targets(), ANCHORS, GRIDS, HW, xy_scale=2.0)):
+        s = 64 / GRIDS[lvl][0]
+        ctr = (t.box[:, :2] + t.box[:, 2:]) / 2 / s  # [K,2] grid units
+        off = ctr - torch.stack((t.gx, t.gy), 1)
+        assert bool(((off > -0.5) & (off < 1.5)).all())
+
+
 def test_shape_iou_hand_computed():
     iou = shape_iou(torch.tensor([[60.0, 24.0]]), torch.tensor([[51.2, 25.6], [32.0, 32.0]]))
     inter = torch.tensor([51.2 * 24, 32 * 24])

@@ -55,6 +55,20 @@ def test_decode_hand_computed_cell():
     torch.testing.assert_close(row, torch.tensor(expected), rtol=0, atol=1e-4)
 
 
+def test_decode_stretched_offset_hand_computed():
+    """xy_scale 2 (YOLOv5's 2 * sigmoid - 0.5): sigmoid 0.75 -> 1.0 cell, 0.25 -> 0.0."""
+    m = small_tiny(num_classes=2, xy_scale=2.0)
+    raw = [torch.zeros(1, 3, 64 // s, 64 // s, 7) for s in (8, 16, 32)]
+    raw[0][0, 0, 2, 1, :2] = torch.tensor([math.log(3), -math.log(3)])  # sigmoid 0.75, 0.25
+    row = m.decode(raw, (64, 64))[0, 2 * 8 + 1]
+    cx, cy = (1 + 2 * 0.75 - 0.5) * 8, (2 + 2 * 0.25 - 0.5) * 8  # 16 px, 16 px
+    torch.testing.assert_close(row[:2] + row[2:4], torch.tensor([2 * cx, 2 * cy]))
+    # The offset spans (-0.5, 1.5) cells: a centre half a cell past either edge is reachable.
+    raw[0][0, 0, 2, 1, :2] = torch.tensor([30.0, -30.0])
+    row = m.decode(raw, (64, 64))[0, 2 * 8 + 1]
+    torch.testing.assert_close((row[:2] + row[2:4]) / 2, torch.tensor([2.5 * 8, 1.5 * 8]))
+
+
 def test_decode_matches_brute_force_loop():
     m = small_tiny(num_classes=3)
     hw = (64, 96)

@@ -152,6 +152,19 @@ def test_occlusion_is_limited(monkeypatch):
             assert vis >= 0.6 - 1e-9
 
 
+def test_easy_preset_has_no_clutter_and_larger_objects(tmp_path, monkeypatch):
+    def no_clutter(*a, **k):
+        raise AssertionError("--easy drew clutter")
+
+    monkeypatch.setattr(synth, "_clutter", no_clutter)
+    make_synth(tmp_path / "e", SynthConfig(train=30, val=5, seed=3, **synth.EASY))
+    labels = read_labels(tmp_path / "e" / "labels" / "train")
+    assert max(len(v) for v in labels.values()) <= 5
+    rows = np.concatenate(list(labels.values()))
+    # longest side >= 10% of the image (minus rounding and the <= 10% occlusion of a corner)
+    assert np.maximum(rows[:, 3], rows[:, 4]).min() >= 0.09
+
+
 def test_video(dataset):
     cap = cv2.VideoCapture(str(dataset / "video.mp4"))
     assert cap.isOpened()
@@ -208,6 +221,10 @@ def test_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tall_bar" in r.stdout and "4 train, 2 val" in r.stdout
     assert len(list((tmp_path / "d" / "images" / "train").glob("*.jpg"))) == 4
+    easy = [sys.executable, "-m", "detect", "synth", str(tmp_path / "e"), "--easy", "--val", "2"]
+    r = subprocess.run([*easy, "--train", "4"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert all(len(f.read_text().splitlines()) <= 5 for f in (tmp_path / "e").rglob("*.txt"))
     r = subprocess.run(
         [sys.executable, "-m", "detect", "synth", str(tmp_path / "d")],
         capture_output=True,

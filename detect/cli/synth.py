@@ -21,16 +21,23 @@ def command(
     ] = False,
     frames: Annotated[int, typer.Option("--frames", help="Video length in frames.")] = 60,
     fps: Annotated[int, typer.Option("--fps", help="Video frame rate.")] = 15,
+    easy: Annotated[
+        bool,
+        typer.Option(
+            "--easy", help="An easier set: larger objects, at most 5, little occlusion, no clutter."
+        ),
+    ] = False,
 ) -> None:
     """Write a deterministic synthetic data set (6 classes of shapes) in the ultralytics layout."""
     from rich.progress import Progress
     from rich.table import Table
 
-    from detect.synth import CLASS_NAMES, SynthConfig, make_synth
+    from detect.synth import CLASS_NAMES, EASY, SynthConfig, make_synth
 
     cfg = SynthConfig(
-        train=train, val=val, size=size, seed=seed, video=video, frames=frames, fps=fps
-    )
+        train=train, val=val, size=size, seed=seed, video=video, frames=frames, fps=fps,
+        **(EASY if easy else {}),
+    )  # fmt: skip
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("drawing", total=None)
         s = make_synth(out, cfg, lambda done, total: bar.update(task, completed=done, total=total))

@@ -7,7 +7,11 @@ C class logits). Decoding (YOLOv2):
     cy = (sigmoid(ty) + grid_y) * stride_y        h = anchor_h * input_h * exp(th)
 
 with anchors as fractions of the input side and strides taken from the shapes (input / grid), so
-one model decodes right at any input size. The same functions serve training, prediction and
+one model decodes right at any input size. `ModelConfig.xy_scale` s > 1 stretches the sigmoid as
+YOLOv4's `scale_x_y` does, `s * sigmoid(t) - (s - 1) / 2`: still a sigmoid offset from the cell
+corner, but it can reach the centre of a box that sits just across the cell edge, so the
+neighbouring cells can train as positives too (s = 2 is YOLOv5's `2 * sigmoid - 0.5`); s = 1 is
+YOLOv2 exactly. The same functions serve training, prediction and
 export: no Python loop over data, the grid is built from tensor shapes (trace-friendly).
 """
 
@@ -64,13 +68,16 @@ def make_grid(h: int, w: int, like: Tensor) -> Tensor:
     return torch.stack((gx, gy), -1)  # [H,W,2]
 
 
-def decode_level(raw: Tensor, anchors: Tensor, input_hw: tuple[int, int]) -> Tensor:
+def decode_level(
+    raw: Tensor, anchors: Tensor, input_hw: tuple[int, int], xy_scale: float = 1.0
+) -> Tensor:
     """Decode one level: `Tensor[B, A, H, W, 5+C]` raw -> same shape, decoded.
 
     Args:
         raw: (tx, ty, tw, th, obj logit, class logits) per anchor and cell.
         anchors: `Tensor[A, 2]` (w, h) as fractions of the input side.
         input_hw: (height, width) of the network input in pixels.
+        xy_scale: sigmoid stretch of the centre offset (1: YOLOv2; see the module docstring).
 
     Returns:
         `Tensor[B, A, H, W, 5+C]`: (cx, cy, w, h) in input pixels, sigmoid objectness, sigmoid
@@ -83,7 +90,10 @@ def decode_level(raw: Tensor, anchors: Tensor, input_hw: tuple[int, int]) -> Ten
     )  # [2] (x, y) pixels per cell
     size = torch.stack((torch.as_tensor(in_w), torch.as_tensor(in_h))).to(raw)  # [2]
     grid = make_grid(h, w, raw)  # [H,W,2]
-    xy = (raw[..., 0:2].sigmoid() + grid) * stride  # [B,A,H,W,2]
+    offset = raw[..., 0:2].sigmoid()  # [B,A,H,W,2] in 0..1 of the cell
+    if xy_scale != 1.0:
+        offset = offset * xy_scale - (xy_scale - 1.0) / 2
+    xy = (offset + grid) * stride  # [B,A,H,W,2]
     wh = (
         raw[..., 2:4].clamp(-TWH_CLIP, TWH_CLIP).exp()
         * (anchors.to(raw) * size)[None, :, None, None, :]
@@ -138,7 +148,7 @@ class Detector(nn.Module):
         hw = (int(input_hw[0]), int(input_hw[1]))
         outs = []
         for i, p in enumerate(raw):
-            d = decode_level(p, self.anchors[i], hw)  # [B,A,H,W,5+C]
+            d = decode_level(p, self.anchors[i], hw, self.cfg.xy_scale)  # [B,A,H,W,5+C]
             d = torch.cat((cxcywh_to_xyxy(d[..., :4]), d[..., 4:]), -1)
             outs.append(d.flatten(1, 3))  # [B, A*H*W, 5+C]
         return torch.cat(outs, 1)

@@ -49,6 +49,8 @@ class ModelConfig:
     imgsz: int = 320  # training/export input side; also sets the objectness bias prior
     width: float = 1.0  # tiny: channel multiplier (0.5 halves every layer's width)
     act: str = "silu"  # tiny: "silu" | "leaky" (LeakyReLU 0.1, darknet's); yolov2 is always leaky
+    xy_scale: float = 1.0  # centre-offset sigmoid stretch (YOLOv4 scale_x_y): 1 = YOLOv2's decode;
+    # 2 lets the two nearest neighbour cells of a box centre train as positives too (YOLOv5)
 
     def __post_init__(self) -> None:
         if not self.anchors:
@@ -68,6 +70,8 @@ class ModelConfig:
             raise DetectError(f"imgsz must be a positive multiple of 32, got {self.imgsz}")
         if not self.width > 0:
             raise DetectError(f"width must be > 0, got {self.width}")
+        if not 1.0 <= self.xy_scale <= 3.0:
+            raise DetectError(f"xy_scale must be in [1, 3], got {self.xy_scale}")
         if self.act not in ("silu", "leaky"):
             raise DetectError(f"act must be 'silu' or 'leaky', got {self.act!r}")
         levels = {"tiny": 3, "yolov2": 1}.get(self.arch)
@@ -102,6 +106,7 @@ class ModelConfig:
             cfg.num_classes = int(cfg.num_classes)
             cfg.imgsz = int(cfg.imgsz)
             cfg.width = float(cfg.width)
+            cfg.xy_scale = float(cfg.xy_scale)
             cfg.names = [str(n) for n in cfg.names]
             cfg.anchors = [[[float(w), float(h)] for w, h in level] for level in cfg.anchors]
         except (TypeError, ValueError) as e:
