@@ -10,12 +10,15 @@ budget (batch 32, as the reference measurement) and prints both mAPs and their r
     .venv/bin/python bench/train.py --time 20                     # ours only
     .venv/bin/python bench/train.py --time 20 --peer              # side by side (2 x the time)
     .venv/bin/python bench/train.py --data DATA.yaml --time 20    # a data set you already have
+    .venv/bin/python bench/train.py --easy --time 20 --peer       # on `detect synth --easy` data
+    .venv/bin/python bench/train.py --peer-only --data D.yaml     # only YOLOv8n
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -89,9 +92,16 @@ def run_ours(data: Path, minutes: float, imgsz: int, work: Path, extra: list[str
             "predict_s": predict_s, "run": str(out)}  # fmt: skip
 
 
-def run_peer(data: Path, minutes: float, imgsz: int, work: Path) -> dict:
-    """YOLOv8n from scratch (no pretrained weights), same budget, ultralytics defaults."""
+def run_peer(data: Path, minutes: float, imgsz: int, work: Path, threads: int) -> dict:
+    """YOLOv8n from scratch (no pretrained weights), same budget, ultralytics defaults.
+
+    Ultralytics trains on the CPU with `cpu_count - 1` torch threads (one on a 2-core box, half
+    the machine); `threads` overrides that so both tools get the same cores.
+    """
+    import ultralytics.utils.torch_utils as tu
     from ultralytics import YOLO
+
+    tu.NUM_THREADS = threads
 
     model = YOLO("yolov8n.yaml")
     t0 = time.perf_counter()
@@ -100,7 +110,8 @@ def run_peer(data: Path, minutes: float, imgsz: int, work: Path) -> dict:
         pretrained=False, amp=False, project=str(work), name="peer", plots=False, verbose=False,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    best = YOLO(str(work / "peer" / "weights" / "best.pt"))
+    run = Path(model.trainer.save_dir)  # peer, peer2, ... (ultralytics never overwrites)
+    best = YOLO(str(run / "weights" / "best.pt"))
     from detect.data import load_dataset
 
     val = load_dataset(data, "val")
@@ -114,7 +125,8 @@ def run_peer(data: Path, minutes: float, imgsz: int, work: Path) -> dict:
                             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})  # fmt: skip
     predict_s = time.perf_counter() - t1
     m50, m = coco_map(data, results)
-    return {"map50": m50, "map": m, "train_s": seconds, "predict_s": predict_s}
+    epochs = len((run / "results.csv").read_text().splitlines()) - 1
+    return {"map50": m50, "map": m, "train_s": seconds, "predict_s": predict_s, "epochs": epochs}
 
 
 def main() -> None:
@@ -125,6 +137,9 @@ def main() -> None:
     ap.add_argument("--time", type=float, default=20.0, help="training budget, minutes")
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--peer", action="store_true", help="also train ultralytics YOLOv8n")
+    ap.add_argument("--peer-only", action="store_true", help="only train YOLOv8n")
+    ap.add_argument("--peer-threads", type=int, default=os.cpu_count(),
+                    help="torch threads for YOLOv8n (default: all cores, as ours)")  # fmt: skip
     ap.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
     ap.add_argument("extra", nargs="*", help="extra `detect train` options (after --)")
     a = ap.parse_args()
@@ -136,21 +151,25 @@ def main() -> None:
         subprocess.run([*DETECT, "synth", str(work / "shapes"), "--seed", str(a.seed), *easy],
                        check=True, cwd=REPO, capture_output=True)  # fmt: skip
         data = work / "shapes" / "data.yaml"
-    ours = run_ours(data.resolve(), a.time, a.imgsz, work, a.extra)
     kind = "-" if a.data else f"{a.seed}{' --easy' if a.easy else ''}"
-    print(f"data {data} (synth seed {kind}), budget {a.time} min")
-    print(f"ours: mAP50 {ours['map50']:.4f}  mAP50-95 {ours['map']:.4f}  "
-          f"({ours['epochs']} epochs, {ours['train_s'] / 60:.1f} min; "
-          f"predict val {ours['predict_s']:.1f} s)")  # fmt: skip
-    if a.peer:
-        peer = run_peer(data.resolve(), a.time, a.imgsz, work)
+    print(f"data {data} (synth seed {kind}), budget {a.time} min", flush=True)
+    ours = None
+    if not a.peer_only:
+        ours = run_ours(data.resolve(), a.time, a.imgsz, work, a.extra)
+        print(f"ours: mAP50 {ours['map50']:.4f}  mAP50-95 {ours['map']:.4f}  "
+              f"({ours['epochs']} epochs, {ours['train_s'] / 60:.1f} min; "
+              f"predict val {ours['predict_s']:.1f} s)", flush=True)  # fmt: skip
+    if a.peer or a.peer_only:
+        peer = run_peer(data.resolve(), a.time, a.imgsz, work, a.peer_threads)
         print(
             f"YOLOv8n: mAP50 {peer['map50']:.4f}  mAP50-95 {peer['map']:.4f}  "
-            f"({peer['train_s'] / 60:.1f} min; predict val {peer['predict_s']:.1f} s)"
+            f"({peer['epochs']} epochs, {peer['train_s'] / 60:.1f} min, {a.peer_threads} threads; "
+            f"predict val {peer['predict_s']:.1f} s)"
         )
-        print(f"ratio ours/YOLOv8n: mAP50-95 {ours['map'] / max(peer['map'], 1e-9):.3f}, "
-              f"mAP50 {ours['map50'] / max(peer['map50'], 1e-9):.3f}")  # fmt: skip
-    else:
+        if ours:
+            print(f"ratio ours/YOLOv8n: mAP50-95 {ours['map'] / max(peer['map'], 1e-9):.3f}, "
+                  f"mAP50 {ours['map50'] / max(peer['map50'], 1e-9):.3f}")  # fmt: skip
+    elif ours:
         print(
             "reference YOLOv8n (20 min, held-out set): mAP50-95 0.672, mAP50 0.863; "
             f"ratio mAP50-95 {ours['map'] / 0.672:.3f}, mAP50 {ours['map50'] / 0.863:.3f}"

@@ -75,8 +75,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     anchors: str | None = None  # anchors JSON file, "auto" (k-means on the train boxes), None
     width: float = 1.0  # tiny model channel multiplier
-    xy_scale: float | None = None  # centre-offset stretch (ModelConfig.xy_scale); None: 2 for
-    # tiny (3 positive cells per box: +12% val mAP50-95 in a 20-min A/B), 1 for yolov2 (exact)
+    xy_scale: float | None = None  # centre-offset stretch (ModelConfig.xy_scale); None: that of
+    # --weights, else 2 for tiny (3 positive cells per box: +12% val mAP50-95 in a 20-min A/B)
+    # and 1 for yolov2 (its exact decode)
     weights: str | None = None  # start from these weights (same classes) instead of scratch
     ema_decay: float = 0.9999  # EMA decay, ramped up over the first ~2000 steps (YOLOv5)
     ema_tau: float = 2000.0  # ramp length of the EMA decay, in steps
@@ -479,6 +480,18 @@ def _subset(records, n: int | None):
 # The loop
 
 
+def _xy_scale_for(cfg: TrainConfig) -> float:
+    """Centre-offset stretch of the new model: `cfg.xy_scale`, else that of --weights, else 2
+    for tiny and 1 for yolov2."""
+    if cfg.xy_scale is not None:
+        return cfg.xy_scale
+    if cfg.weights:
+        from detect.weights import read_metadata
+
+        return float((read_metadata(cfg.weights).get("config") or {}).get("xy_scale", 1.0))
+    return 2.0 if cfg.model == "tiny" else 1.0
+
+
 def train(cfg: TrainConfig, callback: Callback | None = None) -> TrainResult:
     """Train a detector as `cfg` says; see the module docstring. Never prints.
 
@@ -546,7 +559,7 @@ class _Trainer:
             mcfg = ModelConfig(
                 arch=cfg.model, num_classes=len(names), names=list(names),
                 anchors=anchors or [], imgsz=cfg.imgsz, width=cfg.width,
-                xy_scale=cfg.xy_scale or (2.0 if cfg.model == "tiny" else 1.0),
+                xy_scale=_xy_scale_for(cfg),
             )  # fmt: skip
             mcfg.validate()
             out = Path(cfg.out)

@@ -86,6 +86,11 @@ def load_weights(
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
+        if config.get("arch") == "tiny" and "heads.0.weight" in tensors:
+            raise DetectError(
+                f"{path}: a tiny model with the old single-conv head (detect before the "
+                "decoupled head); retrain it with this version"
+            ) from None
         detail = " ".join(str(e).split())[:300]
         raise DetectError(f"{path}: tensors do not match the model ({detail})") from None
     return model.to(device).eval(), meta

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from detect.cli.main import app
 from detect.models import ModelConfig, build_model
+from detect.models.common import set_head_bias
 from detect.weights import load_weights, save_weights
 
 IMGSZ = 96
@@ -20,14 +21,15 @@ IMGSZ = 96
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(num_classes=3, width=0.25, imgsz=IMGSZ))
+    # xy_scale 2: the stretched centre offset that trained tiny models use
+    model = build_model(ModelConfig(num_classes=3, width=0.25, imgsz=IMGSZ, xy_scale=2.0))
     with torch.no_grad():  # random, non-trivial BN statistics and head biases
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-        for head in model.heads:
-            head.bias.normal_(0, 1)
+        for head, a in zip(model.heads, model.num_anchors, strict=True):
+            set_head_bias(head, torch.randn(a, model.num_outputs))
     return save_weights(tmp_path_factory.mktemp("w") / "m.safetensors", model.eval())
 
 

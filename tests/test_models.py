@@ -10,7 +10,7 @@ import torch
 
 from detect.errors import DetectError
 from detect.models import ModelConfig, build_model, split_anchors
-from detect.models.common import TWH_CLIP
+from detect.models.common import TWH_CLIP, head_bias, set_head_bias
 
 ANCHORS = [
     [[0.02, 0.03], [0.04, 0.02], [0.05, 0.05]],
@@ -108,14 +108,29 @@ def test_decode_is_differentiable():
     x = torch.rand(1, 3, 64, 64)
     m.train()
     dec = m.predict(x)
-    dec[..., :5].sum().backward()
-    assert m.heads[0].weight.grad is not None and m.heads[0].weight.grad.abs().sum() > 0
+    dec[..., :6].sum().backward()  # box, objectness and one class: both head branches
+    for branch in (m.heads[0].box[-1], m.heads[0].cls[-1]):
+        assert branch.weight.grad is not None and branch.weight.grad.abs().sum() > 0
+
+
+def test_decoupled_head_layout_matches_a_single_conv():
+    """The two branches interleave per anchor as one 1x1 conv head would: (box, obj, classes)."""
+    m = small_tiny(num_classes=4)
+    head = m.heads[1]
+    x = torch.rand(2, head.box[0].conv.in_channels, 5, 7)
+    with torch.no_grad():
+        out = head(x).view(2, 3, 9, 5, 7)
+        torch.testing.assert_close(out[:, :, :5], head.box(x).view(2, 3, 5, 5, 7))
+        torch.testing.assert_close(out[:, :, 5:], head.cls(x).view(2, 3, 4, 5, 7))
+    table = torch.arange(27.0).view(3, 9)
+    set_head_bias(head, table)
+    torch.testing.assert_close(head_bias(head, 3), table)
 
 
 def test_bias_init_priors():
     m = small_tiny(num_classes=4)
     for head, s in zip(m.heads, m.strides, strict=True):
-        b = head.bias.view(3, 9)
+        b = head_bias(head, 3)
         torch.testing.assert_close(b[:, 4], torch.full((3,), math.log(8 / (640 / s) ** 2)))
         torch.testing.assert_close(b[:, 5:], torch.full((3, 4), math.log(0.6 / 3.01)))
         assert (b[:, :4] == 0).all()
@@ -188,3 +203,18 @@ def test_info_cli_prints_yolov2_figures():
     assert r.exit_code == 0, r.output
     for text in ["50,983,561", "50,962,889", "20,672", "19 x 19 x 425", "reorg", "GFLOPs"]:
         assert text in r.output
+
+
+def test_info_cli_on_weights_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from detect.cli.main import app
+    from detect.weights import save_weights
+
+    m = small_tiny(num_classes=2, names=["cat", "dog"], xy_scale=2.0)
+    w = save_weights(tmp_path / "m.safetensors", m, {"training": {"epochs": 3, "map50": 0.5}})
+    r = CliRunner().invoke(app, ["info", str(w)])
+    assert r.exit_code == 0, r.output
+    total = f"{sum(p.numel() for p in m.parameters()):,}"  # trainable params, as printed
+    for text in ["0=cat, 1=dog", "2 * sigmoid(t) - 0.5", total, "GFLOPs", '"epochs": 3', "0.0200"]:
+        assert text in r.output, text

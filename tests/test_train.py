@@ -267,3 +267,16 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
     assert len(rows) == 1 and int(rows[0]["images"]) == 16 and rows[0]["val_map"] != ""
     assert (out / "weights" / "last.safetensors").is_file()
     assert not (tmp_path / "ddp-2").exists()  # only rank 0 made a run folder
+
+
+def test_xy_scale_default_explicit_and_inherited_from_weights(tmp_path):
+    from detect.models import ModelConfig, build_model
+    from detect.train import TrainConfig, _xy_scale_for
+    from detect.weights import save_weights
+
+    assert _xy_scale_for(TrainConfig()) == 2.0  # tiny: three positive cells per box
+    assert _xy_scale_for(TrainConfig(model="yolov2")) == 1.0  # the exact YOLOv2 decode
+    assert _xy_scale_for(TrainConfig(xy_scale=1.5)) == 1.5
+    old = build_model(ModelConfig(num_classes=2, width=0.25))  # xy_scale 1 (pre-stretch files)
+    w = save_weights(tmp_path / "old.safetensors", old)
+    assert _xy_scale_for(TrainConfig(weights=str(w))) == 1.0  # fine-tuning keeps its decode

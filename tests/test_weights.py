@@ -116,6 +116,19 @@ def test_missing_tensor(saved, tmp_path):
     _assert_error(_rewrite(path, tmp_path / "drop.safetensors", tensors=drop), "do not match")
 
 
+def test_old_single_conv_head_is_named(saved, tmp_path):
+    _, path = saved
+
+    def old_head(ts):  # the layout before the decoupled head: one 1x1 conv per level
+        ts = {k: v for k, v in ts.items() if not k.startswith("heads.")}
+        for i in range(3):
+            ts[f"heads.{i}.weight"] = torch.zeros(27, 8, 1, 1)
+            ts[f"heads.{i}.bias"] = torch.zeros(27)
+        return ts
+
+    _assert_error(_rewrite(path, tmp_path / "old.safetensors", tensors=old_head), "old single-conv")
+
+
 @pytest.mark.parametrize(
     "edit",
     [

@@ -174,10 +174,25 @@ class Detector(nn.Module):
         """
         c = self.cfg.num_classes
         for head, s, a in zip(self.heads, self.strides, self.num_anchors, strict=True):
-            bias = head.bias.view(a, self.num_outputs)  # [A, 5+C]
-            bias.zero_()
+            bias = torch.zeros(a, self.num_outputs)  # [A, 5+C]
             bias[:, 4] = math.log(8 / (640 / s) ** 2)
             bias[:, 5:] = math.log(0.6 / max(c - 0.99, 0.01))
+            set_head_bias(head, bias)
+
+
+def head_bias(head: nn.Module, num_anchors: int) -> Tensor:
+    """The output biases of a head as `Tensor[A, 5 + C]` (a copy), whatever its layout."""
+    if isinstance(head, nn.Conv2d):
+        return head.bias.detach().clone().view(num_anchors, -1)
+    return head.bias_table()
+
+
+def set_head_bias(head: nn.Module, bias: Tensor) -> None:
+    """Set the output biases of a head from `Tensor[A, 5 + C]`."""
+    if isinstance(head, nn.Conv2d):
+        head.bias.copy_(bias.flatten())
+    else:
+        head.set_bias_table(bias)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int, int]:

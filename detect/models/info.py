@@ -52,6 +52,9 @@ def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
     if hasattr(model, "decode"):
         info.update(_figures(model, imgsz))
         lines += info.pop("figures")
+        xs = float(getattr(cfg, "xy_scale", 1.0))
+        decode = "sigmoid(t)" if xs == 1 else f"{xs:g} * sigmoid(t) - {(xs - 1) / 2:g}"
+        lines.append(("centre offset", f"{decode} cells from the cell corner"))
         for lvl, (level, s) in enumerate(zip(cfg.anchors, model.strides, strict=True)):
             for w, h in level:
                 px = (f"{w * imgsz:.1f}", f"{h * imgsz:.1f}")
