@@ -123,10 +123,9 @@ def assign_targets(
                 (0, -1, (fy < reach) & (gy > 0)),
                 (0, 1, (fy > 1 - reach) & (gy < gh - 1)),
             ]
-            t0, a0, gx0, gy0 = t, a, gx, gy
-            parts = [(t0, a0, gx0, gy0)]
-            for dx, dy, ok in moves:
-                parts.append((t0[ok], a0[ok], gx0[ok] + dx, gy0[ok] + dy))
+            parts = [(t, a, gx, gy)] + [
+                (t[ok], a[ok], gx[ok] + dx, gy[ok] + dy) for dx, dy, ok in moves
+            ]
             t, a, gx, gy = (torch.cat(z) for z in zip(*parts, strict=True))
         out.append(
             LevelTargets(
