@@ -27,8 +27,11 @@ def ref_iou(a, b) -> float:
 
 def ref_batched_nms(boxes, scores, classes, thr) -> list[int]:
     """Seed algorithm: repeatedly keep the best remaining box (ties: lower index first) and drop
-    same-class boxes overlapping it with IoU > thr. Returned by decreasing score."""
-    b = boxes.double().numpy()
+    same-class boxes overlapping it with IoU > thr. Returned by decreasing score.
+
+    The IoU is computed in the boxes' own dtype, as torchvision's kernel does: an IoU of exactly
+    1/3 is 0.33333334 in float32, which is above a threshold of 1/3 given as a Python float."""
+    b = boxes.numpy()
     s, c = scores.tolist(), classes.tolist()
     area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     order = sorted(range(len(s)), key=lambda i: (-s[i], i))
@@ -44,7 +47,8 @@ def ref_batched_nms(boxes, scores, classes, thr) -> list[int]:
         inter = iw * ih
         union = area[i] + area - inter
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-        alive &= ~((np.asarray(c) == c[i]) & (iou > thr))
+        # compared in float64, as C++ promotes the float IoU against the double threshold
+        alive &= ~((np.asarray(c) == c[i]) & (iou.astype(np.float64) > thr))
     return keep
 
 
@@ -184,6 +188,12 @@ def test_nms_hard_cases():
     assert_same_keep(b, torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.int64), 0.5)
     assert nms(b, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
     assert nms(b, torch.tensor([0.9, 0.8]), 0.49).tolist() == [0]
+    # ... but "exactly" is in float32: IoU 1/3 rounds up to 0.33333334 > 1/3 (a Python float),
+    # so the pair below is suppressed at 1/3; the brute-force reference must agree
+    t = torch.tensor([[5.0, 5.0, 7.0, 6.0], [5.0, 4.0, 6.0, 6.0]])  # areas 2 and 2, overlap 1
+    one = torch.zeros(2, dtype=torch.int64)
+    assert batched_nms(t, torch.tensor([0.75, 0.25]), one, 1 / 3).tolist() == [0]
+    assert ref_batched_nms(t, torch.tensor([0.75, 0.25]), one, 1 / 3) == [0]
 
 
 def test_batched_nms_80_classes_clustered():
