@@ -45,6 +45,13 @@ class LossConfig:
     cls_nc_scale: bool = False  # scale the class gain by C / 80 (YOLOv5) or not (YOLOv8; with
     # 6 classes YOLOv5's scaling made the class term 13x weaker and classes learned slower)
     label_smoothing: float = 0.0  # class targets eps/2 .. 1 - eps/2
+    assigner: str = "yolov2"  # "yolov2" (static, by anchor shape) | "tal" (task-aligned, below)
+    tal_topk: int = 10  # TAL: positives per ground truth (YOLOv8's)
+    tal_alpha: float = 0.5  # TAL: alignment = score^alpha * IoU^beta (YOLOv8's)
+    tal_beta: float = 6.0
+    tal_box: float = 7.5  # TAL gains (YOLOv8's box and cls gains; every term is a sum over the
+    tal_obj: float = 0.5  # batch divided by the sum of the quality targets, as YOLOv8)
+    tal_cls: float = 0.5
 
 
 @dataclass
@@ -167,32 +174,144 @@ def bbox_ciou(b1: Tensor, b2: Tensor, eps: float = 1e-7) -> Tensor:
     return iou - rho2 / c2 - alpha * v
 
 
-def _ignore_mask(pred_xyxy: Tensor, targets: Tensor, batch: int, thr: float) -> Tensor:
-    """`Tensor[B, N]` bool: prediction overlaps some GT of its own image with IoU > thr.
+def pad_targets(targets: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Group the targets by image, padded to G = the most boxes in one image.
 
-    pred_xyxy: `Tensor[B, N, 4]`; GTs are padded per image to G = max boxes per image.
+    Returns:
+        boxes `Tensor[B, G, 4]` (x1, y1, x2, y2; padding is all zeros, which overlaps nothing),
+        classes `Tensor[B, G]` int64 (padding 0) and valid `Tensor[B, G]` bool.
     """
-    n = pred_xyxy.shape[1]
-    if len(targets) == 0:
-        return torch.zeros(batch, n, dtype=torch.bool, device=pred_xyxy.device)
+    dev = targets.device
     bi = targets[:, 0].long()
     counts = torch.bincount(bi, minlength=batch)  # [B]
-    g = int(counts.max())
+    g = int(counts.max()) if len(targets) else 0
     order = torch.argsort(bi, stable=True)
     bi_sorted = bi[order]
     start = torch.cumsum(counts, 0) - counts  # [B]
-    slot = torch.arange(len(targets), device=bi.device) - start[bi_sorted]  # [T] rank in image
-    gt = pred_xyxy.new_zeros(batch, g, 4)  # [B,G,4] zero boxes never overlap (IoU 0)
-    gt[bi_sorted, slot] = targets[order, 2:6].to(gt)
-    p = pred_xyxy[:, :, None]  # [B,N,1,4]
-    q = gt[:, None]  # [B,1,G,4]
+    slot = torch.arange(len(targets), device=dev) - start[bi_sorted]  # [T] rank in its image
+    boxes = torch.zeros(batch, g, 4, device=dev)
+    classes = torch.zeros(batch, g, dtype=torch.int64, device=dev)
+    valid = torch.zeros(batch, g, dtype=torch.bool, device=dev)
+    boxes[bi_sorted, slot] = targets[order, 2:6].float()
+    classes[bi_sorted, slot] = targets[order, 1].long()
+    valid[bi_sorted, slot] = True
+    return boxes, classes, valid
+
+
+def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of every pair in a batch: `Tensor[B, N, 4]` x `Tensor[B, M, 4]` xyxy -> `[B, N, M]`."""
+    p, q = a[:, :, None], b[:, None]  # [B,N,1,4], [B,1,M,4]
     iw = (torch.min(p[..., 2], q[..., 2]) - torch.max(p[..., 0], q[..., 0])).clamp(min=0)
     ih = (torch.min(p[..., 3], q[..., 3]) - torch.max(p[..., 1], q[..., 1])).clamp(min=0)
-    inter = iw * ih  # [B,N,G]
+    inter = iw * ih  # [B,N,M]
     a1 = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])).clamp(min=0)
     a2 = ((q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])).clamp(min=0)
-    iou = inter / (a1 + a2 - inter).clamp(min=1e-9)
-    return (iou > thr).any(-1)
+    return inter / (a1 + a2 - inter).clamp(min=1e-9)
+
+
+def _ignore_mask(pred_xyxy: Tensor, targets: Tensor, batch: int, thr: float) -> Tensor:
+    """`Tensor[B, N]` bool: prediction overlaps some GT of its own image with IoU > thr.
+
+    pred_xyxy: `Tensor[B, N, 4]`.
+    """
+    if len(targets) == 0:
+        return torch.zeros(pred_xyxy.shape[:2], dtype=torch.bool, device=pred_xyxy.device)
+    gt, _, _ = pad_targets(targets, batch)
+    return (pairwise_iou(pred_xyxy, gt.to(pred_xyxy)) > thr).any(-1)
+
+
+def reach_regions(
+    grid_hw: list[tuple[int, int]],
+    num_anchors: list[int],
+    input_hw: tuple[int, int],
+    xy_scale: float,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Where each prediction's decoded centre can land: `Tensor[N, 4]` (x1, y1, x2, y2) pixels.
+
+    Rows follow the flattened (level, anchor, row, column) order of the raw outputs. A cell's
+    sigmoid offset spans the cell widened by (xy_scale - 1) / 2 cell on every side.
+    """
+    reach = (xy_scale - 1.0) / 2
+    in_h, in_w = input_hw
+    out = []
+    for (gh, gw), a in zip(grid_hw, num_anchors, strict=True):
+        sx, sy = in_w / gw, in_h / gh
+        gy, gx = torch.meshgrid(
+            torch.arange(gh, device=device, dtype=torch.float32),
+            torch.arange(gw, device=device, dtype=torch.float32),
+            indexing="ij",
+        )  # [H,W]
+        cell = torch.stack(
+            ((gx - reach) * sx, (gy - reach) * sy, (gx + 1 + reach) * sx, (gy + 1 + reach) * sy), -1
+        ).reshape(-1, 4)  # [H*W,4]
+        out.append(cell.repeat(a, 1))  # [A*H*W,4]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def task_aligned_assign(
+    pred_xyxy: Tensor,
+    pred_scores: Tensor,
+    regions: Tensor,
+    gt_boxes: Tensor,
+    gt_classes: Tensor,
+    gt_valid: Tensor,
+    topk: int = 10,
+    alpha: float = 0.5,
+    beta: float = 6.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Task-aligned assignment (TOOD / YOLOv8) over anchor-based predictions.
+
+    A ground truth's candidates are the predictions whose cell can reach its centre (any anchor,
+    any level); of those it takes the `topk` with the best alignment `score^alpha * IoU^beta`
+    (only those that overlap it: a zero alignment is no positive),
+    where `score` is the predicted confidence of its class and IoU that of the decoded box. A
+    prediction picked by several ground truths keeps the one it overlaps most. The quality
+    target of a positive is its alignment rescaled so that each ground truth's best positive
+    gets that ground truth's best IoU (YOLOv8's normalisation).
+
+    Args:
+        pred_xyxy: `Tensor[B, N, 4]` decoded boxes (x1, y1, x2, y2), input pixels.
+        pred_scores: `Tensor[B, N, C]` confidences in 0..1 (objectness x class probability).
+        regions: `Tensor[N, 4]` where each prediction's centre can land (`reach_regions`).
+        gt_boxes, gt_classes, gt_valid: `Tensor[B, G, 4]`, `[B, G]`, `[B, G]` (`pad_targets`).
+        topk, alpha, beta: as above.
+
+    Returns:
+        fg `Tensor[B, N]` bool (positives), gt_index `Tensor[B, N]` int64 (its ground truth,
+        0 for negatives) and quality `Tensor[B, N]` float (0 for negatives).
+    """
+    b, n = pred_xyxy.shape[:2]
+    g = gt_boxes.shape[1]
+    if g == 0:
+        zeros = torch.zeros(b, n, device=pred_xyxy.device)
+        return zeros.bool(), zeros.long(), zeros
+    ctr = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2  # [B,G,2]
+    r = regions[None, None]  # [1,1,N,4]
+    cand = (
+        (ctr[..., 0, None] >= r[..., 0])
+        & (ctr[..., 0, None] < r[..., 2])
+        & (ctr[..., 1, None] >= r[..., 1])
+        & (ctr[..., 1, None] < r[..., 3])
+        & gt_valid[..., None]
+    )  # [B,G,N]
+    iou = pairwise_iou(gt_boxes, pred_xyxy.float())  # [B,G,N]
+    score = pred_scores.float().transpose(1, 2).gather(1, gt_classes[..., None].expand(-1, -1, n))
+    align = score.pow(alpha) * iou.pow(beta) * cand  # [B,G,N]
+    top = align.topk(min(topk, n), dim=-1).indices  # [B,G,k]
+    pos = torch.zeros_like(cand).scatter_(-1, top, True) & (align > 0)  # [B,G,N]
+    # a prediction claimed by several ground truths keeps the one it overlaps most
+    many = pos.sum(1, keepdim=True) > 1  # [B,1,N]
+    best = torch.where(pos, iou, -1.0).argmax(1, keepdim=True)  # [B,1,N]
+    pos = torch.where(many, torch.zeros_like(pos).scatter_(1, best, True), pos)
+    fg = pos.any(1)  # [B,N]
+    gt_index = pos.float().argmax(1)  # [B,N]
+    align = align * pos
+    max_align = align.amax(-1, keepdim=True)  # [B,G,1]
+    max_iou = (iou * pos).amax(-1, keepdim=True)  # [B,G,1]
+    quality = (align * max_iou / (max_align + 1e-9)).amax(1)  # [B,N]
+    return fg, gt_index, quality
 
 
 def yolo_loss(
@@ -219,6 +338,8 @@ def yolo_loss(
         (box, obj, cls) detached, per image.
     """
     cfg = cfg or LossConfig()
+    if cfg.assigner == "tal":
+        return _tal_loss(raw, targets, anchors, input_hw, cfg, xy_scale)
     nl = len(raw)
     batch, nc = raw[0].shape[0], raw[0].shape[-1] - 5
     dev = raw[0].device
@@ -264,5 +385,61 @@ def yolo_loss(
     lbox = lbox * cfg.box * s
     lcls = lcls * cfg.cls * ((nc / 80) if cfg.cls_nc_scale else 1.0) * s
     lobj = lobj * cfg.obj * ((input_hw[0] * input_hw[1]) / 640**2) * s
+    items = torch.stack((lbox, lobj, lcls)).detach()
+    return (lbox + lobj + lcls) * batch, items
+
+
+def _tal_loss(
+    raw: list[Tensor],
+    targets: Tensor,
+    anchors: Tensor,
+    input_hw: tuple[int, int],
+    cfg: LossConfig,
+    xy_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """`yolo_loss` with task-aligned assignment: same arguments and returns.
+
+    Objectness learns the quality target of `task_aligned_assign` everywhere (0 off the
+    positives, no ignore rule), so obj x class ranks boxes by how well they fit; box (1 - CIoU)
+    and class BCE are weighted by that quality. Each term is summed over the batch and divided
+    by the sum of the quality targets (YOLOv8's normalisation).
+    """
+    batch, nc = raw[0].shape[0], raw[0].shape[-1] - 5
+    dev = raw[0].device
+    targets = targets.to(dev)
+    flat = []
+    for level, p in enumerate(raw):
+        d = decode_level(p.float(), anchors[level], input_hw, xy_scale)  # [B,A,H,W,5+C]
+        flat.append(torch.cat((cxcywh_to_xyxy(d[..., :4]), p[..., 4:].float()), -1).flatten(1, 3))
+    pred = torch.cat(flat, 1)  # [B,N,4+1+C] boxes decoded, obj and class still logits
+    pbox, pobj, pcls = pred[..., :4], pred[..., 4], pred[..., 5:]
+    regions = reach_regions(
+        [(p.shape[2], p.shape[3]) for p in raw], [p.shape[1] for p in raw], input_hw, xy_scale, dev
+    )
+    gt_box, gt_cls, gt_valid = pad_targets(targets, batch)
+    with torch.no_grad():
+        # the confidence predict ranks by (with one class the class logit is not trained)
+        scores = pobj.sigmoid()[..., None] * (pcls.sigmoid() if nc > 1 else 1.0)  # [B,N,C]
+    fg, gi, quality = task_aligned_assign(
+        pbox.detach(), scores, regions, gt_box, gt_cls, gt_valid,
+        cfg.tal_topk, cfg.tal_alpha, cfg.tal_beta,
+    )  # fmt: skip
+    norm = quality.sum().clamp(min=1.0)
+    lobj = F.binary_cross_entropy_with_logits(pobj, quality, reduction="sum") / norm
+    lbox = torch.zeros((), device=dev)
+    lcls = torch.zeros((), device=dev)
+    if fg.any():
+        bi, ni = fg.nonzero(as_tuple=True)  # [K]
+        w = quality[bi, ni]  # [K]
+        g = gi[bi, ni]
+        ciou = bbox_ciou(pbox[bi, ni], gt_box[bi, g])
+        lbox = ((1.0 - ciou) * w).sum() / norm
+        if nc > 1:
+            eps = cfg.label_smoothing
+            tcls = torch.full((len(bi), nc), eps / 2, device=dev)
+            tcls[torch.arange(len(bi), device=dev), gt_cls[bi, g]] = 1.0 - eps / 2
+            bce = F.binary_cross_entropy_with_logits(pcls[bi, ni], tcls, reduction="none")
+            lcls = (bce.sum(-1) * w).sum() / norm
+    lbox, lobj, lcls = lbox * cfg.tal_box, lobj * cfg.tal_obj, lcls * cfg.tal_cls
     items = torch.stack((lbox, lobj, lcls)).detach()
     return (lbox + lobj + lcls) * batch, items

@@ -8,7 +8,15 @@ import pytest
 import torch
 import torchvision
 
-from detect.loss import LossConfig, assign_targets, bbox_ciou, shape_iou, yolo_loss
+from detect.loss import (
+    LossConfig,
+    assign_targets,
+    bbox_ciou,
+    reach_regions,
+    shape_iou,
+    task_aligned_assign,
+    yolo_loss,
+)
 
 # Two levels at a 64 px input: 8x8 (stride 8) and 4x4 (stride 16).
 # Anchors in pixels: 6.4x6.4, 16x16 | 32x32, 51.2x25.6.
@@ -203,3 +211,116 @@ def test_overfit_one_image(seed):
         score = pred[:, 4] * pred[:, 5 + c]
         best.append(iou[score.argmax()].item())
     assert min(best) > 0.7, best
+
+
+# ---------------------------------------------------------------- task-aligned assignment
+
+
+def test_reach_regions_hand_computed():
+    # 64 px input, one 2x2 level (stride 32) with two anchors; xy_scale 2 widens each cell by
+    # half a cell on every side
+    r = reach_regions([(2, 2)], [2], (64, 64), 2.0)
+    assert r.shape == (8, 4)
+    assert r[0].tolist() == [-16.0, -16.0, 48.0, 48.0]  # anchor 0, row 0, column 0
+    assert r[1].tolist() == [16.0, -16.0, 80.0, 48.0]  # anchor 0, row 0, column 1
+    assert r[2].tolist() == [-16.0, 16.0, 48.0, 80.0]  # anchor 0, row 1, column 0
+    assert torch.equal(r[4:], r[:4])  # anchor 1: the same cells
+    assert reach_regions([(2, 2)], [1], (64, 64), 1.0)[3].tolist() == [32.0, 32.0, 64.0, 64.0]
+
+
+def _ref_tal(pred, scores, regions, gtb, gtc, valid, topk, alpha, beta):
+    """Loop-by-loop TOOD/YOLOv8 assignment, written from the paper's description."""
+    bsz, n = pred.shape[:2]
+    fg = torch.zeros(bsz, n, dtype=torch.bool)
+    gi = torch.zeros(bsz, n, dtype=torch.long)
+    q = torch.zeros(bsz, n)
+    for b in range(bsz):
+        picked = {}  # prediction -> list of (gt, iou, align)
+        for g in range(gtb.shape[1]):
+            if not valid[b, g]:
+                continue
+            cx, cy = (gtb[b, g, 0] + gtb[b, g, 2]) / 2, (gtb[b, g, 1] + gtb[b, g, 3]) / 2
+            rows = []
+            for i in range(n):
+                x1, y1, x2, y2 = regions[i].tolist()
+                if not (x1 <= cx < x2 and y1 <= cy < y2):
+                    continue
+                iou = torchvision.ops.box_iou(gtb[b, g][None], pred[b, i][None])[0, 0].item()
+                align = scores[b, i, gtc[b, g]].item() ** alpha * iou**beta
+                if align > 0:
+                    rows.append((align, i, iou))
+            rows.sort(key=lambda r: -r[0])
+            for align, i, iou in rows[:topk]:
+                picked.setdefault(i, []).append((g, iou, align))
+        owner = {i: max(c, key=lambda r: r[1]) for i, c in picked.items()}
+        for g in range(gtb.shape[1]):
+            mine = [(i, iou, al) for i, (gg, iou, al) in owner.items() if gg == g]
+            if not mine:
+                continue
+            max_al, max_iou = max(r[2] for r in mine), max(r[1] for r in mine)
+            for i, _, al in mine:
+                fg[b, i], gi[b, i], q[b, i] = True, g, al * max_iou / (max_al + 1e-9)
+    return fg, gi, q
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_task_aligned_assign_matches_loop_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    regions = reach_regions(GRIDS, [2, 2], HW, 2.0)  # [160,4]
+    n = len(regions)
+    bsz, g = 2, 4
+    xy = torch.rand(bsz, n, 2, generator=gen) * 56
+    pred = torch.cat((xy, xy + 4 + torch.rand(bsz, n, 2, generator=gen) * 30), -1)
+    scores = torch.rand(bsz, n, 3, generator=gen)
+    gxy = torch.rand(bsz, g, 2, generator=gen) * 40
+    gtb = torch.cat((gxy, gxy + 6 + torch.rand(bsz, g, 2, generator=gen) * 20), -1)
+    gtc = torch.randint(0, 3, (bsz, g), generator=gen)
+    valid = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    gtb[~valid] = 0
+    for topk, beta in ((10, 6.0), (3, 1.0)):
+        fg, gi, q = task_aligned_assign(pred, scores, regions, gtb, gtc, valid, topk, 0.5, beta)
+        rfg, rgi, rq = _ref_tal(pred, scores, regions, gtb, gtc, valid, topk, 0.5, beta)
+        assert torch.equal(fg, rfg)
+        assert torch.equal(gi[fg], rgi[rfg])
+        torch.testing.assert_close(q, rq, rtol=1e-4, atol=1e-6)
+        assert fg.sum() > 0
+
+
+def test_task_aligned_assign_hand_computed():
+    # one 16x16 box centred at (28, 38) on the 8x8 level of the 64 px input, xy_scale 1: only
+    # cell (row 4, column 3) can reach the centre, with both of its anchors
+    regions = reach_regions([(8, 8)], [2], HW, 1.0)  # [128,4]
+    pred = torch.zeros(1, 128, 4)
+    pred[0, :] = torch.tensor([0.0, 0.0, 4.0, 4.0])
+    a0, a1 = 4 * 8 + 3, 64 + 4 * 8 + 3
+    pred[0, a0] = torch.tensor([20.0, 30.0, 36.0, 46.0])  # exact: IoU 1
+    pred[0, a1] = torch.tensor([20.0, 30.0, 36.0, 38.0])  # half: IoU 0.5
+    scores = torch.full((1, 128, 3), 0.25)
+    gt = torch.tensor([[[20.0, 30.0, 36.0, 46.0]]])
+    fg, gi, q = task_aligned_assign(
+        pred, scores, regions, gt, torch.tensor([[2]]), torch.tensor([[True]]), 10, 0.5, 1.0
+    )
+    assert fg.nonzero()[:, 1].tolist() == [a0, a1]
+    # alignments 0.5 * 1 and 0.5 * 0.5, rescaled so the best gets the best IoU (1)
+    torch.testing.assert_close(q[0, [a0, a1]], torch.tensor([1.0, 0.5]))
+    assert gi[0, a0] == 0 and q.sum() == 1.5
+    # with top-1 only the exact box is a positive
+    fg1, _, _ = task_aligned_assign(
+        pred, scores, regions, gt, torch.tensor([[2]]), torch.tensor([[True]]), 1, 0.5, 1.0
+    )
+    assert fg1.nonzero()[:, 1].tolist() == [a0]
+
+
+def test_tal_loss_gradients_and_empty():
+    cfg = LossConfig(assigner="tal")
+    raw = _raw(2, 5)
+    loss, items = yolo_loss(raw, _targets(), ANCHORS, HW, cfg, xy_scale=2.0)
+    loss.backward()
+    assert torch.isfinite(items).all() and (items > 0).all()
+    for r in raw:
+        assert torch.isfinite(r.grad).all()
+    raw = _raw(2, 3)
+    loss, items = yolo_loss(raw, torch.zeros(0, 6), ANCHORS, HW, cfg)
+    loss.backward()
+    assert items[0] == 0 and items[2] == 0 and items[1] > 0
+    assert all(r.grad[..., :4].abs().sum() == 0 for r in raw)
