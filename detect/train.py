@@ -79,6 +79,8 @@ class TrainConfig:
     # --weights, else 2 for tiny (3 positive cells per box: +12% val mAP50-95 in a 20-min A/B)
     # and 1 for yolov2 (its exact decode)
     weights: str | None = None  # start from these weights (same classes) instead of scratch
+    assigner: str = "tal"  # target assignment (LossConfig.assigner): "tal" (task-aligned) learned
+    # +49% val mAP50-95 over "yolov2" (static, by anchor shape) in a 15-minute A/B
     ema_decay: float = 0.9999  # EMA decay, ramped up over the first ~2000 steps (YOLOv5)
     ema_tau: float = 2000.0  # ramp length of the EMA decay, in steps
     close_mosaic: float = 0.0  # fraction of the run at the end trained without mosaic (YOLOv8
@@ -97,6 +99,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        # runs saved before the assigner was a setting trained with the YOLOv2 one
+        d = {"assigner": "yolov2", **d}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -441,6 +445,8 @@ def _check(cfg: TrainConfig) -> None:
         raise DetectError(f"--workers must be >= 0, got {cfg.workers}")
     if cfg.val_every < 1:
         raise DetectError(f"--val-every must be >= 1, got {cfg.val_every}")
+    if cfg.assigner not in ("tal", "yolov2"):
+        raise DetectError(f"unknown assigner {cfg.assigner!r} (use tal or yolov2)")
     if cfg.optimizer not in ("adamw", "sgd"):
         raise DetectError(f"unknown optimizer {cfg.optimizer!r} (use adamw or sgd)")
     if cfg.lr is not None and not cfg.lr > 0:
@@ -751,10 +757,13 @@ class _Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
-        from detect.loss import yolo_loss
+        from functools import partial
+
+        from detect.loss import LossConfig, yolo_loss
 
         self.setup()
         cfg, d = self.cfg, self.dist
+        loss_fn = partial(yolo_loss, cfg=LossConfig(assigner=cfg.assigner))
         self.t_start = time.perf_counter()
         self.images_seen = 0
         stopped = "epochs"
@@ -766,7 +775,7 @@ class _Trainer:
             stopped = "time"
         with _sigint_flag() as sigint:
             while stopped == "epochs" and self.epoch < self.total_epochs:
-                stopped = self.run_epoch(yolo_loss, sigint)
+                stopped = self.run_epoch(loss_fn, sigint)
                 if stopped != "interrupted":  # the epoch is complete
                     self.epoch += 1
                     self.batch_start = 0

@@ -158,7 +158,8 @@ def test_gradients_shapes_finite_and_ignore_rule():
     _set_prediction(raw, 0, 1, 0, 4, 3, [20.5, 30.5, 36.0, 46.0])
     # Slot (level 0, image 0, anchor 0, row 7, column 7) overlaps nothing: pushed towards 0.
     _set_prediction(raw, 0, 0, 0, 7, 7, [57.0, 57.0, 63.0, 63.0])
-    loss, items = yolo_loss(raw, t, ANCHORS, HW, LossConfig(anchor_iou=None, anchor_ratio=None))
+    cfg = LossConfig(assigner="yolov2", anchor_iou=None, anchor_ratio=None)
+    loss, items = yolo_loss(raw, t, ANCHORS, HW, cfg)
     loss.backward()
     assert loss.ndim == 0 and items.shape == (3,) and torch.isfinite(items).all()
     for r in raw:
@@ -178,14 +179,14 @@ def test_gradients_shapes_finite_and_ignore_rule():
 
 def test_loss_without_targets_is_objectness_only():
     raw = _raw(2, 3)
-    loss, items = yolo_loss(raw, torch.zeros(0, 6), ANCHORS, HW)
+    loss, items = yolo_loss(raw, torch.zeros(0, 6), ANCHORS, HW, LossConfig(assigner="yolov2"))
     loss.backward()
     assert items[0] == 0 and items[2] == 0 and items[1] > 0
     assert all(r.grad[..., :4].abs().sum() == 0 for r in raw)
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_overfit_one_image(seed):
+@pytest.mark.parametrize("assigner", ["tal", "yolov2"])
+def test_overfit_one_image(assigner, seed=0):
     from detect.models import ModelConfig, build_model
 
     torch.manual_seed(seed)
@@ -196,12 +197,13 @@ def test_overfit_one_image(seed):
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(60):
-        loss, _ = yolo_loss(model(x), t, model.anchors, (64, 64))
+        loss, _ = yolo_loss(model(x), t, model.anchors, (64, 64), LossConfig(assigner=assigner))
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.1 * losses[0]
+    # TAL's objectness targets are soft (the IoU-scaled alignment): its BCE keeps an entropy floor
+    assert losses[-1] < (0.1 if assigner == "yolov2" else 0.2) * losses[0]
     # The box terms are essentially solved: the assigned predictions sit on the boxes.
     raw = model(x)
     pred = model.decode(raw, (64, 64))[0]  # [N,5+C]

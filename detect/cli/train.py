@@ -55,6 +55,13 @@ def command(
     weights: Annotated[
         str | None, typer.Option("--weights", help="Start from these weights (fine-tune).")
     ] = None,
+    assigner: Annotated[
+        str,
+        typer.Option(
+            "--assigner",
+            help="Target assignment: tal (task-aligned, YOLOv8's) | yolov2 (by anchor shape).",
+        ),
+    ] = "tal",
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this run folder.")
     ] = None,
@@ -76,7 +83,7 @@ def command(
         data=data or "", model=model, epochs=epochs, time=time, batch=batch, workers=workers,
         lr=lr, optimizer=optimizer, patience=patience, val_every=val_every, imgsz=imgsz,
         multi_scale=multi_scale, seed=seed, device=device, anchors=anchors, weights=weights,
-        resume=str(resume) if resume else None, out=out, name=name,
+        assigner=assigner, resume=str(resume) if resume else None, out=out, name=name,
         command=shlex.join(["detect", *sys.argv[1:]]),
     )  # fmt: skip
     show = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
