@@ -183,6 +183,7 @@ def test_train_files_and_exact_resume_mid_epoch(synth_data, tmp_path):
     assert all(int(r["images"]) == 16 for r in rows)
     args = json.loads((run / "args.json").read_text())
     assert args["config"]["epochs"] == 2 and args["anchors"]["source"] == "auto"
+    assert args["config"]["assigner"] == "tal"
     model, meta = load_weights(run / "weights" / "best.safetensors")
     assert meta["training"]["val_map"] == pytest.approx(a.map)
     assert meta["anchors"] == args["model"]["anchors"] != [[]]
@@ -246,8 +247,17 @@ def test_bad_options_are_one_line_errors(synth_data, tmp_path):
         train(_cfg(synth_data, tmp_path / "x", imgsz=50))
     with pytest.raises(DetectError, match="optimizer"):
         train(_cfg(synth_data, tmp_path / "x", optimizer="lbfgs"))
+    with pytest.raises(DetectError, match="assigner 'atss'"):
+        train(_cfg(synth_data, tmp_path / "x", assigner="atss"))
     with pytest.raises(DetectError, match="not a training run folder"):
         train(TrainConfig(resume=str(tmp_path)))
+
+
+def test_config_assigner_default_and_old_runs():
+    assert TrainConfig().assigner == "tal"
+    # args.json of a run saved before the setting existed: it trained with the YOLOv2 rule
+    assert TrainConfig.from_dict({"data": "d.yaml"}).assigner == "yolov2"
+    assert TrainConfig.from_dict({"data": "d.yaml", "assigner": "tal"}).assigner == "tal"
 
 
 def test_ddp_two_cpu_processes(synth_data, tmp_path):
