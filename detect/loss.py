@@ -274,10 +274,10 @@ def task_aligned_assign(
     """Task-aligned assignment (TOOD / YOLOv8) over anchor-based predictions.
 
     A ground truth's candidates are the predictions whose cell can reach its centre (any anchor,
-    any level); of those it takes the `topk` with the best alignment `score^alpha * IoU^beta`
-    (only those that overlap it: a zero alignment is no positive),
-    where `score` is the predicted confidence of its class and IoU that of the decoded box. A
-    prediction picked by several ground truths keeps the one it overlaps most. The quality
+    any level); of those it takes the `topk` with the best alignment `score^alpha * IoU^beta`,
+    where `score` is the predicted confidence of its class and IoU that of the decoded box (a
+    zero alignment, no overlap, is never a positive). A prediction picked by several ground
+    truths keeps the one it overlaps most. The quality
     target of a positive is its alignment rescaled so that each ground truth's best positive
     gets that ground truth's best IoU (YOLOv8's normalisation).
 
