@@ -305,7 +305,7 @@ def test_task_aligned_assign_hand_computed():
     assert fg.nonzero()[:, 1].tolist() == [a0, a1]
     # alignments 0.5 * 1 and 0.5 * 0.5, rescaled so the best gets the best IoU (1)
     torch.testing.assert_close(q[0, [a0, a1]], torch.tensor([1.0, 0.5]))
-    assert gi[0, a0] == 0 and q.sum() == 1.5
+    assert gi[0, a0] == 0 and q.sum().item() == pytest.approx(1.5)
     # with top-1 only the exact box is a positive
     fg1, _, _ = task_aligned_assign(
         pred, scores, regions, gt, torch.tensor([[2]]), torch.tensor([[True]]), 1, 0.5, 1.0
