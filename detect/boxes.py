@@ -18,10 +18,12 @@ from detect.errors import DetectError
 _FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
-def _check_boxes(boxes: Tensor, name: str = "boxes") -> None:
-    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
+def _check_boxes(boxes: Tensor, name: str = "boxes", batched: bool = False) -> None:
+    ok = isinstance(boxes, Tensor) and (boxes.ndim >= 2 if batched else boxes.ndim == 2)
+    if not ok or boxes.shape[-1] != 4:
         shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-        raise DetectError(f"{name} must be a Tensor[N, 4], got {shape}")
+        want = "[..., N, 4]" if batched else "[N, 4]"
+        raise DetectError(f"{name} must be a Tensor{want}, got {shape}")
 
 
 def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
@@ -64,19 +66,26 @@ def box_area(boxes: Tensor) -> Tensor:
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise IoU of `Tensor[N, 4]` and `Tensor[M, 4]` boxes in `(x1, y1, x2, y2)`.
 
+    Leading batch dimensions are allowed when both have them: `Tensor[..., N, 4]` and
+    `Tensor[..., M, 4]` give `Tensor[..., N, M]` (each batch element against its own boxes).
+
     Returns:
         Tensor[N, M]: IoU in [0, 1]. Unlike torchvision (which gives NaN), a pair whose union is
         empty (two zero-area boxes) has IoU 0, so callers never see NaN.
     """
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
-    area1 = box_area(boxes1)  # [N]
-    area2 = box_area(boxes2)  # [M]
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # [N,M,2]
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N,M,2]
-    wh = (rb - lt).clamp(min=0)  # [N,M,2]
-    inter = wh[..., 0] * wh[..., 1]  # [N,M]
-    union = area1[:, None] + area2[None, :] - inter  # [N,M]
+    _check_boxes(boxes1, "boxes1", batched=True)
+    _check_boxes(boxes2, "boxes2", batched=True)
+    if boxes1.shape[:-2] != boxes2.shape[:-2]:
+        raise DetectError(
+            f"box_iou: batch dims differ, {tuple(boxes1.shape)} vs {tuple(boxes2.shape)}"
+        )
+    area1 = box_area(boxes1)  # [...,N]
+    area2 = box_area(boxes2)  # [...,M]
+    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # [...,N,M,2]
+    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])  # [...,N,M,2]
+    wh = (rb - lt).clamp(min=0)  # [...,N,M,2]
+    inter = wh[..., 0] * wh[..., 1]  # [...,N,M]
+    union = area1[..., :, None] + area2[..., None, :] - inter  # [...,N,M]
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detect.models.common import cxcywh_to_xyxy, decode_level
+from detect.boxes import box_iou
+from detect.models.common import cxcywh_to_xyxy, decode_level, make_grid
 
 
 @dataclass
@@ -158,6 +159,13 @@ def assign_targets(
     return out
 
 
+def _class_targets(cls: Tensor, nc: int, eps: float) -> Tensor:
+    """One-hot targets `Tensor[K, C]` for classes `Tensor[K]`, smoothed to eps/2 .. 1 - eps/2."""
+    t = torch.full((len(cls), nc), eps / 2, device=cls.device)
+    t[torch.arange(len(cls), device=cls.device), cls] = 1.0 - eps / 2
+    return t
+
+
 def bbox_ciou(b1: Tensor, b2: Tensor, eps: float = 1e-7) -> Tensor:
     """Complete IoU of matched boxes `Tensor[N, 4]` and `Tensor[N, 4]` in (x1, y1, x2, y2) -> [N].
 
@@ -208,17 +216,6 @@ def pad_targets(targets: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor]:
     return boxes, classes, valid
 
 
-def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of every pair in a batch: `Tensor[B, N, 4]` x `Tensor[B, M, 4]` xyxy -> `[B, N, M]`."""
-    p, q = a[:, :, None], b[:, None]  # [B,N,1,4], [B,1,M,4]
-    iw = (torch.min(p[..., 2], q[..., 2]) - torch.max(p[..., 0], q[..., 0])).clamp(min=0)
-    ih = (torch.min(p[..., 3], q[..., 3]) - torch.max(p[..., 1], q[..., 1])).clamp(min=0)
-    inter = iw * ih  # [B,N,M]
-    a1 = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])).clamp(min=0)
-    a2 = ((q[..., 2] - q[..., 0]) * (q[..., 3] - q[..., 1])).clamp(min=0)
-    return inter / (a1 + a2 - inter).clamp(min=1e-9)
-
-
 def _ignore_mask(pred_xyxy: Tensor, targets: Tensor, batch: int, thr: float) -> Tensor:
     """`Tensor[B, N]` bool: prediction overlaps some GT of its own image with IoU > thr.
 
@@ -227,7 +224,7 @@ def _ignore_mask(pred_xyxy: Tensor, targets: Tensor, batch: int, thr: float) -> 
     if len(targets) == 0:
         return torch.zeros(pred_xyxy.shape[:2], dtype=torch.bool, device=pred_xyxy.device)
     gt, _, _ = pad_targets(targets, batch)
-    return (pairwise_iou(pred_xyxy, gt.to(pred_xyxy)) > thr).any(-1)
+    return (box_iou(pred_xyxy, gt.to(pred_xyxy)) > thr).any(-1)
 
 
 def reach_regions(
@@ -247,11 +244,7 @@ def reach_regions(
     out = []
     for (gh, gw), a in zip(grid_hw, num_anchors, strict=True):
         sx, sy = in_w / gw, in_h / gh
-        gy, gx = torch.meshgrid(
-            torch.arange(gh, device=device, dtype=torch.float32),
-            torch.arange(gw, device=device, dtype=torch.float32),
-            indexing="ij",
-        )  # [H,W]
+        gx, gy = make_grid(gh, gw, torch.empty(0, device=device)).unbind(-1)  # [H,W] each
         cell = torch.stack(
             ((gx - reach) * sx, (gy - reach) * sy, (gx + 1 + reach) * sx, (gy + 1 + reach) * sy), -1
         ).reshape(-1, 4)  # [H*W,4]
@@ -306,7 +299,7 @@ def task_aligned_assign(
         & (ctr[..., 1, None] < r[..., 3])
         & gt_valid[..., None]
     )  # [B,G,N]
-    iou = pairwise_iou(gt_boxes, pred_xyxy.float())  # [B,G,N]
+    iou = box_iou(gt_boxes, pred_xyxy.float())  # [B,G,N]
     score = pred_scores.float().transpose(1, 2).gather(1, gt_classes[..., None].expand(-1, -1, n))
     align = score.pow(alpha) * iou.pow(beta) * cand  # [B,G,N]
     top = align.topk(min(topk, n), dim=-1).indices  # [B,G,k]
@@ -383,10 +376,8 @@ def yolo_loss(
             tobj[t.b, t.a, t.gy, t.gx] = ciou.detach().clamp(min=0)
             weight[t.b, t.a, t.gy, t.gx] = 1.0
             if nc > 1:
-                eps = cfg.label_smoothing
-                tcls = torch.full((len(t.b), nc), eps / 2, device=dev)
-                tcls[torch.arange(len(t.b), device=dev), t.cls] = 1.0 - eps / 2
                 logits = p[t.b, t.a, t.gy, t.gx, 5:]  # [K,C]
+                tcls = _class_targets(t.cls, nc, cfg.label_smoothing)
                 lcls = lcls + F.binary_cross_entropy_with_logits(logits, tcls)
         bce = F.binary_cross_entropy_with_logits(p[..., 4], tobj, reduction="none")
         lobj = lobj + (bce * weight).mean() * balance[level]
@@ -445,9 +436,7 @@ def _tal_loss(
         ciou = bbox_ciou(pbox[bi, ni], gt_box[bi, g])
         lbox = ((1.0 - ciou) * w).sum() / norm
         if nc > 1:
-            eps = cfg.label_smoothing
-            tcls = torch.full((len(bi), nc), eps / 2, device=dev)
-            tcls[torch.arange(len(bi), device=dev), gt_cls[bi, g]] = 1.0 - eps / 2
+            tcls = _class_targets(gt_cls[bi, g], nc, cfg.label_smoothing)
             bce = F.binary_cross_entropy_with_logits(pcls[bi, ni], tcls, reduction="none")
             lcls = (bce.sum(-1) * w).sum() / norm
     lbox, lobj, lcls = lbox * cfg.tal_box, lobj * cfg.tal_obj, lcls * cfg.tal_cls

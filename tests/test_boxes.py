@@ -104,6 +104,18 @@ def test_iou_matches_torchvision_random():
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float32))
 
 
+def test_iou_batched_is_per_element():
+    gen = torch.Generator().manual_seed(2)
+    a = torch.stack([random_case(gen, 6, 1)[0] for _ in range(3)])  # [3,6,4]
+    b = torch.stack([random_case(gen, 4, 1)[0] for _ in range(3)])  # [3,4,4]
+    got = box_iou(a, b)
+    assert got.shape == (3, 6, 4)
+    for k in range(3):
+        torch.testing.assert_close(got[k], box_iou(a[k], b[k]))
+    with pytest.raises(DetectError, match="batch dims differ"):
+        box_iou(a, b[:2])
+
+
 @given(
     st.lists(
         st.tuples(*[st.floats(-1e3, 1e3, allow_nan=False, width=32)] * 2 + [st.floats(0, 500)] * 2),
