@@ -75,6 +75,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     anchors: str | None = None  # anchors JSON file, "auto" (k-means on the train boxes), None
     width: float = 1.0  # tiny model channel multiplier
+    depth: float = 1.0  # tiny model residual blocks per stage multiplier
     xy_scale: float | None = None  # centre-offset stretch (ModelConfig.xy_scale); None: that of
     # --weights, else 2 for tiny (3 positive cells per box: +12% val mAP50-95 in a 20-min A/B)
     # and 1 for yolov2 (its exact decode)
@@ -86,6 +87,8 @@ class TrainConfig:
     close_mosaic: float = 0.0  # fraction of the run at the end trained without mosaic (YOLOv8
     # uses 10 epochs; here val mAP fell in that phase in 4 of 4 timed runs, so off by default)
     mosaic: float = 1.0  # mosaic probability
+    scale: float = 0.5  # random zoom 1 +- scale (AugmentConfig.scale)
+    cache: str | None = None  # "ram": decode and resize every training image once
     val_conf: float = 0.001  # validation confidence threshold (mAP needs the low scores too)
     val_iou: float = 0.7  # validation NMS IoU (as the reference measurement)
     train_split: str = "train"  # split names in DATA
@@ -564,7 +567,7 @@ class _Trainer:
             anchors, self.anchor_info = _anchors_for(cfg, self.train_rec, levels, per)
             mcfg = ModelConfig(
                 arch=cfg.model, num_classes=len(names), names=list(names),
-                anchors=anchors or [], imgsz=cfg.imgsz, width=cfg.width,
+                anchors=anchors or [], imgsz=cfg.imgsz, width=cfg.width, depth=cfg.depth,
                 xy_scale=_xy_scale_for(cfg),
             )  # fmt: skip
             mcfg.validate()
@@ -591,8 +594,15 @@ class _Trainer:
         )
 
         self.dataset = AugmentedDataset(
-            self.train_rec, cfg.imgsz, AugmentConfig(mosaic=cfg.mosaic), seed=cfg.seed
+            self.train_rec,
+            cfg.imgsz,
+            AugmentConfig(mosaic=cfg.mosaic, scale=cfg.scale),
+            seed=cfg.seed,
         )
+        if cfg.cache == "ram":
+            self.dataset.cache_images(
+                lambda done, total: self.emit("cache", done=done, total=total)
+            )
         self.sampler = EpochSampler(len(self.dataset), cfg.seed, d.rank, d.world)
         self.collate = collate_fn
         self.nb = math.ceil(len(self.sampler) / cfg.batch)  # batches per epoch

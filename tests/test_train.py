@@ -290,3 +290,23 @@ def test_xy_scale_default_explicit_and_inherited_from_weights(tmp_path):
     old = build_model(ModelConfig(num_classes=2, width=0.25))  # xy_scale 1 (pre-stretch files)
     w = save_weights(tmp_path / "old.safetensors", old)
     assert _xy_scale_for(TrainConfig(weights=str(w))) == 1.0  # fine-tuning keeps its decode
+
+
+def test_ram_cache_gives_the_same_samples(tmp_path):
+    recs = _rect_records(tmp_path)
+    plain, cached = AugmentedDataset(recs, 64, seed=2), AugmentedDataset(recs, 64, seed=2)
+    seen = []
+    nbytes = cached.cache_images(lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (6, 6) and nbytes == sum(im.nbytes for im, _, _ in cached._cache)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(recs.images)):
+            ia, ta, _ = plain[i]
+            ib, tb, _ = cached[i]
+            assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    for p in tmp_path.glob("*.png"):
+        p.unlink()  # the cache no longer reads the files
+    with pytest.raises(DetectError):
+        plain[0]
+    assert cached[0][0].shape == (3, 64, 64)

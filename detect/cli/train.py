@@ -44,6 +44,10 @@ def command(
     multi_scale: Annotated[
         bool, typer.Option("--multi-scale", help="Random input size 0.5-1.5 x imgsz per batch.")
     ] = False,
+    cache: Annotated[
+        str | None,
+        typer.Option("--cache", help="ram: decode and resize each training image once."),
+    ] = None,
     seed: Seed = 0,
     device: Device = "auto",
     anchors: Annotated[
@@ -82,8 +86,9 @@ def command(
     cfg = TrainConfig(
         data=data or "", model=model, epochs=epochs, time=time, batch=batch, workers=workers,
         lr=lr, optimizer=optimizer, patience=patience, val_every=val_every, imgsz=imgsz,
-        multi_scale=multi_scale, seed=seed, device=device, anchors=anchors, weights=weights,
-        assigner=assigner, resume=str(resume) if resume else None, out=out, name=name,
+        multi_scale=multi_scale, cache=cache, seed=seed, device=device, anchors=anchors,
+        weights=weights, assigner=assigner, resume=str(resume) if resume else None, out=out,
+        name=name,
         command=shlex.join(["detect", *sys.argv[1:]]),
     )  # fmt: skip
     show = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks

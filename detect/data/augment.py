@@ -13,6 +13,7 @@ depend on which worker loads it, so runs (and resumed runs) are reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -147,6 +148,7 @@ class AugmentedDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.mosaic_on = True  # switched off for the last epochs ("close mosaic", YOLOv8)
+        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -154,11 +156,31 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records.images)
 
-    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image i resized to long side S with its boxes (scaled) and classes."""
+    def cache_images(self, callback: Callable[[int, int], None] | None = None) -> int:
+        """Decode and resize every image once, kept in RAM for all epochs (`--cache ram`).
+
+        Call before the DataLoader starts: forked workers share the arrays copy-on-write.
+        Returns the bytes held. Raises DetectError naming the first image that cannot be read.
+        """
+        cache, total, n = [], 0, len(self)
+        for i in range(n):
+            item = self._read(i)
+            cache.append(item)
+            total += item[0].nbytes
+            if callback is not None:
+                callback(i + 1, n)
+        self._cache = cache
+        return total
+
+    def _read(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image i decoded and resized to long side S, boxes scaled to match, classes."""
         img, boxes, cls = self.base.load(i)
         img, r = resize_long_side(img, self.imgsz)
         return img, boxes.reshape(-1, 4) * r, cls.astype(np.int64).reshape(-1)
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image i resized to long side S with its boxes (scaled) and classes."""
+        return self._cache[i] if self._cache is not None else self._read(i)
 
     def _mosaic(self, i: int, rng: np.random.Generator):
         """Four images around a random centre of a 2S x 2S canvas (YOLOv5's load_mosaic)."""

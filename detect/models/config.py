@@ -48,6 +48,9 @@ class ModelConfig:
     # as fractions of the input side, so one model decodes right at any input size; [] = default
     imgsz: int = 320  # training/export input side; also sets the objectness bias prior
     width: float = 1.0  # tiny: channel multiplier (0.5 halves every layer's width)
+    depth: float = (
+        1.0  # tiny: residual blocks per backbone stage multiplier (YOLOv5's depth_multiple)
+    )
     act: str = "silu"  # tiny: "silu" | "leaky" (LeakyReLU 0.1, darknet's); yolov2 is always leaky
     xy_scale: float = 1.0  # centre-offset sigmoid stretch (YOLOv4 scale_x_y): 1 = YOLOv2's decode;
     # 2 lets the two nearest neighbour cells of a box centre train as positives too (YOLOv5)
@@ -70,6 +73,8 @@ class ModelConfig:
             raise DetectError(f"imgsz must be a positive multiple of 32, got {self.imgsz}")
         if not self.width > 0:
             raise DetectError(f"width must be > 0, got {self.width}")
+        if not self.depth > 0:
+            raise DetectError(f"depth must be > 0, got {self.depth}")
         if not 1.0 <= self.xy_scale <= 3.0:
             raise DetectError(f"xy_scale must be in [1, 3], got {self.xy_scale}")
         if self.act not in ("silu", "leaky"):
@@ -106,6 +111,7 @@ class ModelConfig:
             cfg.num_classes = int(cfg.num_classes)
             cfg.imgsz = int(cfg.imgsz)
             cfg.width = float(cfg.width)
+            cfg.depth = float(cfg.depth)
             cfg.xy_scale = float(cfg.xy_scale)
             cfg.names = [str(n) for n in cfg.names]
             cfg.anchors = [[[float(w), float(h)] for w, h in level] for level in cfg.anchors]

@@ -96,11 +96,12 @@ class TinyYolo(Detector):
         super().__init__(cfg, [8, 16, 32])
         act, w = cfg.act, cfg.width
         c1, c2, c3, c4, c5 = (_ch(c, w) for c in (16, 32, 64, 128, 256))
+        n2, n3, n4, n5 = (max(1, round(n * cfg.depth)) for n in (1, 1, 2, 1))
         self.stem = Conv(3, c1, 3, 2, act)  # /2
-        self.stage2 = _stage(c1, c2, 1, act)  # /4
-        self.stage3 = _stage(c2, c3, 1, act)  # /8  -> P3
-        self.stage4 = _stage(c3, c4, 2, act)  # /16 -> P4
-        self.stage5 = nn.Sequential(_stage(c4, c5, 1, act), SPPF(c5, act))  # /32 -> P5
+        self.stage2 = _stage(c1, c2, n2, act)  # /4
+        self.stage3 = _stage(c2, c3, n3, act)  # /8  -> P3
+        self.stage4 = _stage(c3, c4, n4, act)  # /16 -> P4
+        self.stage5 = nn.Sequential(_stage(c4, c5, n5, act), SPPF(c5, act))  # /32 -> P5
         # top-down: reduce, upsample, concat with the finer backbone map
         self.lat5 = Conv(c5, c4, 1, act=act)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
