@@ -28,7 +28,7 @@ from detect.data import load_dataset
 
 def voc_wh(root: Path, split: str = "trainval") -> np.ndarray:
     """Every box of the split, normalised, read by the product's own VOC reader."""
-    return boxes_wh(load_dataset(root, split))
+    return boxes_wh(load_dataset(root, split), "image")  # YOLOv2 Table 1's frame
 
 
 def peer_kmeans(wh: np.ndarray, k: int, seed: int, update=np.median) -> np.ndarray:

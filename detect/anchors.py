@@ -1,8 +1,9 @@
 """Anchor boxes by k-means on box shapes with the YOLOv2 distance d = 1 - IoU.
 
 Boxes are compared as if they shared a centre, so only their shapes matter: `wh` is `ndarray[N, 2]`
-of `(w, h)` as fractions of the image side (w / image width, h / image height). Anchors are
-`ndarray[K, 2]` in the same units, sorted by area.
+of `(w, h)` as fractions of the model input: by default the letterbox frame the model sees
+(w and h over the image's long side), or each image's own sides (`frame="image"`, the frame of
+YOLOv2's Table 1). Anchors are `ndarray[K, 2]` in the same units, sorted by area.
 
 The search maximises the mean best IoU (each box with its best anchor), the figure of merit the
 YOLOv2 paper reports, in three stages:
@@ -115,15 +116,25 @@ _CHUNK = 1 << 17  # rows per block when a [N, K] intermediate could be large
 # Boxes from a data set
 
 
-def boxes_wh(records: Any) -> np.ndarray:
-    """The `(w, h)` of every box of a `DatasetRecords`, normalised by its image's size.
+FRAMES = ("letterbox", "image")
 
-    w = x2 - x1 of the canonical xyxy pixels (VOC: xmax - xmin). Difficult and crowd boxes are
-    kept: anchors describe every object the data set shows.
+
+def boxes_wh(records: Any, frame: str = "letterbox") -> np.ndarray:
+    """The `(w, h)` of every box of a `DatasetRecords` as fractions of the model input.
+
+    `frame="letterbox"` (the default): over the image's long side, as the letterboxed model
+    (and `detect train --anchors auto`) sees the box, so anchors fit what the model predicts;
+    `frame="image"`: w over the image's width, h over its height (YOLOv2 Table 1). The two
+    agree for square images. w = x2 - x1 of the canonical xyxy pixels (VOC: xmax - xmin).
+    Difficult and crowd boxes are kept: anchors describe every object the data set shows.
 
     Returns:
-        ndarray[N, 2] float64 `(w / width, h / height)`.
+        ndarray[N, 2] float64.
+    Raises:
+        DetectError: an unknown frame, or an image whose size is not positive.
     """
+    if frame not in FRAMES:
+        raise DetectError(f"unknown anchor frame {frame!r} (use letterbox or image)")
     parts = []
     for im in records.images:
         b = np.asarray(im.boxes, np.float64).reshape(-1, 4)
@@ -134,7 +145,7 @@ def boxes_wh(records: Any) -> np.ndarray:
             raise DetectError(
                 f"{im.path or im.id}: image size {im.width}x{im.height} is not positive"
             )
-        parts.append((b[:, 2:4] - b[:, 0:2]) / size)
+        parts.append((b[:, 2:4] - b[:, 0:2]) / (size.max() if frame == "letterbox" else size))
     return np.concatenate(parts) if parts else np.zeros((0, 2))
 
 
@@ -161,7 +172,7 @@ class KMeansConfig:
 class AnchorResult:
     """Anchors found by `kmeans_anchors` and their fit on all boxes."""
 
-    anchors: np.ndarray  # [K, 2] (w, h) fractions of the image side, sorted by area
+    anchors: np.ndarray  # [K, 2] (w, h) fractions of the model input, sorted by area
     k: int
     avg_iou: float  # mean best IoU over all boxes, 0..1
     bpr: float  # best possible recall at `thr`
@@ -173,8 +184,8 @@ class AnchorResult:
     # Messages for the CLI to show (the library never prints).
     warnings: list[str] = field(default_factory=list)
 
-    def to_json(self, source: str) -> dict[str, Any]:
-        """The contract's anchors JSON."""
+    def to_json(self, source: str, frame: str = "letterbox") -> dict[str, Any]:
+        """The contract's anchors JSON; `frame` says what w and h are fractions of."""
         return {
             "anchors": [[float(w), float(h)] for w, h in self.anchors],
             "k": self.k,
@@ -182,6 +193,7 @@ class AnchorResult:
             "bpr": self.bpr,
             "boxes": self.boxes,
             "source": source,
+            "frame": frame,
         }
 
 
@@ -473,9 +485,11 @@ def anchors_json_text(obj: dict[str, Any]) -> str:
     return "{\n" + body + "\n}\n"
 
 
-def write_anchors(path: str | Path, result: AnchorResult, source: str) -> Path:
+def write_anchors(
+    path: str | Path, result: AnchorResult, source: str, frame: str = "letterbox"
+) -> Path:
     """Write the contract's anchors JSON atomically."""
-    return atomic_write_text(path, anchors_json_text(result.to_json(source)))
+    return atomic_write_text(path, anchors_json_text(result.to_json(source, frame)))
 
 
 def read_anchors(path: str | Path) -> np.ndarray:

@@ -15,19 +15,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     A reader never sees a half-written file, and an interrupted write leaves the old file intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new hidden temporary file in `path`'s folder (made if missing), with the
+    mode of any other new file (mkstemp's 0600 would make outputs private after the rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return fd, tmp
 
 
 def _umask() -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from detect.errors import DetectError
+from detect.files import temp_beside
 
 if TYPE_CHECKING:
     import torch
@@ -195,6 +195,12 @@ class Predictor:
         self.net = _unwrap(self.model)
         self.device = _model_device(self.net)
         self.names = model_names(self.net, self.meta)
+        bad = [c for c in self.cfg.classes or () if not 0 <= c < len(self.names)]
+        if bad:
+            raise DetectError(
+                f"--classes {bad[0]}: the model has classes 0..{len(self.names) - 1} "
+                f"({', '.join(self.names[:6])}{', ...' if len(self.names) > 6 else ''})"
+            )
         self.imgsz = self.cfg.imgsz or model_imgsz(self.net, self.meta)
         arch = getattr(getattr(self.net, "cfg", None), "arch", None)
         if self.cfg.method == "yolo" and arch == "window":
@@ -390,8 +396,11 @@ def predict_records(
         batch: images per forward pass.
         callback: called as `callback(done, total)` after each batch.
     Returns:
-        Detections with `image` indexing `records.images`. An unreadable image is skipped,
-        counted in `records.report.bad_images` and its message added to the report.
+        Detections with `image` indexing `records.images`. An unreadable image is skipped
+        and reported in `records.report` ("bad_image"; its objects then count as missed).
+    Raises:
+        DetectError: the model's classes are not the data set's (`check_class_names`), or not
+            one image could be read (a split whose images are all missing scores nothing).
     """
     from detect.data.types import Detections
 
@@ -399,7 +408,9 @@ def predict_records(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, batch=batch
     )
     predictor = Predictor(model_or_weights, cfg, device)
+    check_class_names(predictor.names, records.names, str(records.source))
     total = len(records.images)
+    failed: list[str] = []
 
     def load(i: int) -> tuple[int, np.ndarray | None, str | None]:
         img, err = _read_or_none(records.images[i].path)
@@ -412,8 +423,9 @@ def predict_records(
         good = [(i, img) for i, img, err in chunk if err is None]
         for _, _, err in chunk:
             if err is not None:
-                records.report.bad_images += 1
-                records.report.warn(err)
+                failed.append(err)
+                msg = f"{err}: not predicted, its objects count as missed"
+                records.report.add("bad_image", msg)
         results = predictor([img for _, img in good])
         for (i, _), d in zip(good, results, strict=True):
             parts_i.append(np.full(len(d), i, np.int64))
@@ -421,6 +433,11 @@ def predict_records(
         done += len(chunk)
         if callback is not None:
             callback(done, total)
+    if total and len(failed) == total:
+        raise DetectError(
+            f"{records.source}: none of the {total} images of split '{records.split}' could be "
+            f"read (first: {failed[0]})"
+        )
     if not parts_d:
         return Detections.empty()
     d = np.concatenate(parts_d)  # [D,6]
@@ -429,6 +446,29 @@ def predict_records(
         boxes=np.ascontiguousarray(d[:, :4], dtype=np.float32),
         scores=np.ascontiguousarray(d[:, 4], dtype=np.float32),
         classes=d[:, 5].astype(np.int64),
+    )
+
+
+def check_class_names(model: Sequence[str], data: Sequence[str], source: str) -> None:
+    """Raise DetectError unless a model's class names are the data set's, in the same order.
+
+    Scoring a model against data whose class ids mean other things gives a plausible wrong
+    mAP. Placeholder names (`0`, `1`, ... as a YAML with only `nc` gets) match any names of
+    the same count.
+    """
+    model, data = list(model), list(data)
+    if model == data:
+        return
+    placeholder = [str(i) for i in range(len(data))]
+    if len(model) == len(data) and placeholder in (model, data):
+        return
+
+    def show(names: list[str]) -> str:
+        text = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f"{len(names)}: {text}"
+
+    raise DetectError(
+        f"{source}: the model's classes ({show(model)}) are not the data set's ({show(data)})"
     )
 
 
@@ -473,13 +513,9 @@ class PredictSummary:
 
 def _json_id(source: Source, index: int) -> tuple[int | str, str]:
     """(image_id, file_name) of one image or video frame in the COCO results list."""
-    from detect.data._common import stem_id
-
     if source.kind == "image":
-        return stem_id(source.path.stem), source.path.name
-    stem = source.path.stem if source.path is not None else f"camera{source.camera}"
-    name = source.path.name if source.path is not None else stem
-    return f"{stem}_{index}", name
+        return source.image_id, source.file_name
+    return f"{source.image_id}_{index}", source.file_name
 
 
 class _JsonRows:
@@ -493,10 +529,7 @@ class _JsonRows:
         self.tmp: str | None = None
         if isinstance(target, (str, Path)):
             self.path = Path(target)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(
-                prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-            )
+            fd, self.tmp = temp_beside(self.path)
             self.f: TextIO = os.fdopen(fd, "w", encoding="utf-8")
         else:
             self.f = target

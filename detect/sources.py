@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.data._common import relative_paths, unique_ids
 from detect.errors import DetectError
 
 IMAGE_EXTS = frozenset(
@@ -40,6 +41,11 @@ class Source:
     arg: str  # the SOURCE argument it came from (summaries group by it)
     rel: Path  # output name relative to the run folder (unique within a run)
     camera: int | None = None  # camera index for kind == "camera"
+    # `image_id` / `file_name` of its COCO results rows: unique among the run's files, made as
+    # a data set reader makes them (`detect.data._common.unique_ids`), so predictions over a data
+    # set's images read back into `detect evaluate` exactly.
+    image_id: int | str = ""
+    file_name: str = ""
 
     @property
     def name(self) -> str:
@@ -137,6 +143,13 @@ def expand_sources(args: Sequence[str]) -> list[Source]:
             add("camera", None, arg, Path(f"camera{arg}.mp4"), camera=int(arg))
         else:
             raise DetectError(f"no such file or folder: {arg}")
+    files = [s for s in sources if s.path is not None]
+    rel = relative_paths([s.path for s in files])
+    for s, r, i in zip(files, rel, unique_ids(rel), strict=True):
+        s.image_id, s.file_name = i, r
+    for s in sources:
+        if s.path is None:
+            s.image_id = s.file_name = f"camera{s.camera}"
     return sources
 
 

@@ -89,6 +89,7 @@ class TrainConfig:
     mosaic: float = 1.0  # mosaic probability
     scale: float = 0.5  # random zoom 1 +- scale (AugmentConfig.scale)
     cache: str | None = None  # "ram": decode and resize every training image once
+    strict: bool = False  # refuse to train when a reader skipped or mended anything
     val_conf: float = 0.001  # validation confidence threshold (mAP needs the low scores too)
     val_iou: float = 0.7  # validation NMS IoU (as the reference measurement)
     train_split: str = "train"  # split names in DATA
@@ -410,19 +411,12 @@ def _anchors_for(cfg: TrainConfig, records, levels: int, per_level: int):
     if cfg.anchors is None:
         return None, None
     if cfg.anchors == "auto":
-        from detect.anchors import kmeans_anchors
+        from detect.anchors import boxes_wh, kmeans_anchors
 
-        # Fractions of the long side: the letterbox scales the long side to the input side.
-        wh = [
-            (im.boxes[:, 2:4] - im.boxes[:, 0:2]) / max(im.width, im.height)
-            for im in records.images
-            if len(im.boxes)
-        ]
-        if not wh:
+        wh = boxes_wh(records, "letterbox")  # the letterbox scales the long side to the input
+        if not len(wh):
             raise DetectError(f"{cfg.data}: no boxes in the training split for --anchors auto")
-        res = kmeans_anchors(
-            np.concatenate(wh).astype(np.float64), levels * per_level, seed=cfg.seed
-        )
+        res = kmeans_anchors(wh, levels * per_level, seed=cfg.seed)
         info = {"source": "auto", "avg_iou": res.avg_iou, "bpr": res.bpr}
         return split_anchors(res.anchors.tolist(), levels), info
     from detect.anchors import read_anchors
@@ -475,6 +469,64 @@ def _sigint_flag():
         yield flag
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def load_training_data(cfg: TrainConfig, emit: Callable[..., Any]):
+    """(train, val) DatasetRecords of `cfg.data`, with every image's header read first.
+
+    An image that is missing or unreadable is dropped from its split and reported (a count,
+    fast: headers only), so a bad file is named before the first epoch instead of failing a
+    DataLoader worker mid-run. Emits `data` (train_report, val_report: ReadReport) for the
+    caller to show. Raises DetectError with `cfg.strict` when anything was skipped or mended.
+    """
+    from dataclasses import replace
+
+    from detect.data import image_size, load_dataset
+
+    splits = []
+    for split in (cfg.train_split, cfg.val_split):
+        rec = _subset(load_dataset(cfg.data, split), cfg.max_images)
+        good = []
+        for im in rec.images:
+            try:
+                if im.path is None:
+                    raise DetectError(f"image {im.id}: no file name")
+                image_size(im.path)
+                good.append(im)
+            except DetectError as e:
+                rec.report.add("bad_image", f"{e}, skipped")
+        if not good:
+            raise DetectError(
+                f"{cfg.data}: none of the {len(rec.images)} images of split '{split}' can be read"
+                f" (first: {rec.report.entries['bad_image'][0]})"
+            )
+        splits.append(replace(rec, images=good) if len(good) < len(rec.images) else rec)
+    train_rec, val_rec = splits
+    if train_rec.names != val_rec.names:
+        raise DetectError(
+            f"{cfg.data}: the train split's classes ({', '.join(train_rec.names[:6])}, ...) are "
+            f"not the val split's ({', '.join(val_rec.names[:6])}, ...)"
+        )
+    emit("data", train_report=train_rec.report, val_report=val_rec.report)
+    problems = train_rec.report.warnings() + val_rec.report.warnings()
+    if cfg.strict and problems:
+        raise DetectError(f"--strict: {problems} data problems (listed above)")
+    return train_rec, val_rec
+
+
+def write_data_report(run_dir: Path, train_rec, val_rec) -> None:
+    """`data-report.txt`: every entry the readers logged, per split and kind (the terminal
+    shows the first few)."""
+    from detect.data.types import REPORT_KINDS
+
+    lines = []
+    for rec in (train_rec, val_rec):
+        for kind, (level, what) in REPORT_KINDS.items():
+            entries = rec.report.entries.get(kind, [])
+            if entries:
+                lines.append(f"[{rec.split}] {level}: {len(entries)} {what}")
+                lines += [f"  {m}" for m in entries]
+    atomic_write_text(run_dir / "data-report.txt", "\n".join(lines) + "\n" if lines else "")
 
 
 def _subset(records, n: int | None):
@@ -542,7 +594,6 @@ class _Trainer:
     # -- setup ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from detect.data import load_dataset
         from detect.data.augment import AugmentConfig, AugmentedDataset
         from detect.data.dataset import collate_fn
         from detect.models import ModelConfig, build_model
@@ -551,8 +602,7 @@ class _Trainer:
         torch.manual_seed(cfg.seed + d.rank)
         np.random.seed(cfg.seed + d.rank)
         random.seed(cfg.seed + d.rank)
-        self.train_rec = _subset(load_dataset(cfg.data, cfg.train_split), cfg.max_images)
-        self.val_rec = _subset(load_dataset(cfg.data, cfg.val_split), cfg.max_images)
+        self.train_rec, self.val_rec = load_training_data(cfg, self.emit)
         names = self.train_rec.names
 
         resume_state = None
@@ -635,6 +685,7 @@ class _Trainer:
             self.model = DDP(self.model, device_ids=ids)
         if d.main and not cfg.resume:
             atomic_write_json(self.run_dir / "args.json", self.args_json())
+            write_data_report(self.run_dir, self.train_rec, self.val_rec)
 
     def args_json(self) -> dict[str, Any]:
         return {

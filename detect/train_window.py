@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -195,9 +195,15 @@ def train_window(cfg, callback=None):
     Progress goes to `callback(event, info)` with the detector's events ("start", "epoch",
     "batch", "val_start", "val_batch", "epoch_end", "end"). Raises DetectError on bad input.
     """
-    from detect.data import load_dataset
     from detect.device import select_device
-    from detect.train import TrainResult, lr_factor, read_results, write_results
+    from detect.train import (
+        TrainResult,
+        load_training_data,
+        lr_factor,
+        read_results,
+        write_data_report,
+        write_results,
+    )
     from detect.weights import init_from, load_weights, save_weights
 
     emit = callback or (lambda event, info: None)
@@ -205,11 +211,7 @@ def train_window(cfg, callback=None):
         raise DetectError("--batch, --epochs and --val-every must be >= 1")
     device = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_rec = load_dataset(cfg.data, cfg.train_split)
-    val_rec = load_dataset(cfg.data, cfg.val_split)
-    if cfg.max_images:
-        train_rec = replace(train_rec, images=train_rec.images[: cfg.max_images])
-        val_rec = replace(val_rec, images=val_rec.images[: cfg.max_images])
+    train_rec, val_rec = load_training_data(cfg, lambda event, **info: emit(event, info))
     names = list(train_rec.names)
 
     rows: list[dict] = []
@@ -225,6 +227,7 @@ def train_window(cfg, callback=None):
             init_from(model, cfg.weights, f"--model window with {len(names)} classes")
         out = Path(cfg.out)
         run_dir = new_run_dir(out.parent / cfg.name if cfg.name else out)
+        write_data_report(run_dir, train_rec, val_rec)
         elapsed_before = 0.0
     model = model.to(device)
     wcfg = model.cfg

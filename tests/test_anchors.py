@@ -179,7 +179,8 @@ def test_files_round_trip_and_errors(tmp_path):
     r = kmeans_anchors(random_wh(500, 10), 3, seed=0)
     path = write_anchors(tmp_path / "a.json", r, "test")
     data = json.loads(path.read_text())
-    assert set(data) == {"anchors", "k", "avg_iou", "bpr", "boxes", "source"}
+    assert set(data) == {"anchors", "k", "avg_iou", "bpr", "boxes", "source", "frame"}
+    assert data["frame"] == "letterbox"
     np.testing.assert_array_equal(read_anchors(path), r.anchors)
     bad = tmp_path / "bad.json"
     bad.write_text('{"anchors": [[1, 2, 3]]}')
@@ -226,11 +227,31 @@ def test_boxes_wh_from_records_matches_xml(voc2007):
     from detect.data import load_dataset
 
     records = load_dataset(voc2007, "train600")
-    ref = voc_wh_reference(voc2007, "train600")
-    got = boxes_wh(records)
+    ref = voc_wh_reference(voc2007, "train600")  # w / width, h / height from the XML
+    got = boxes_wh(records, "image")
     np.testing.assert_allclose(
         np.sort(got.view(np.complex128)[:, 0]), np.sort(ref.view(np.complex128)[:, 0])
     )
+
+
+def test_letterbox_frame_is_the_models(voc2007):
+    """Boxes over the long side, as the letterboxed model sees them; anchors computed there fit
+    the model's boxes better than anchors computed per image side (YOLOv2 Table 1's frame)."""
+    from detect.data import load_dataset
+
+    records = load_dataset(voc2007, "train600")
+    lb = boxes_wh(records)  # default: letterbox
+    by_hand = []
+    for im in records.images:
+        long = max(im.width, im.height)
+        for x1, y1, x2, y2 in im.boxes.astype(np.float64):
+            by_hand.append(((x2 - x1) / long, (y2 - y1) / long))
+    np.testing.assert_allclose(lb, np.array(by_hand))
+    in_lb = kmeans_anchors(lb, 9, seed=0)
+    in_image = kmeans_anchors(boxes_wh(records, "image"), 9, seed=0)
+    assert in_lb.avg_iou > score_anchors(lb, in_image.anchors).avg_iou + 0.01
+    with pytest.raises(DetectError, match="unknown anchor frame"):
+        boxes_wh(records, "square")
 
 
 # --- CLI ----------------------------------------------------------------------------------------
@@ -280,13 +301,25 @@ def tiny_voc(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return write_voc(tmp_path_factory.mktemp("voc"), images), np.array(wh)
 
 
+def test_cli_default_frame_is_letterbox(tiny_voc, tmp_path):
+    root, wh = tiny_voc  # wh: image frame (w / 640, h / 480)
+    out = tmp_path / "anchors.json"
+    assert run_cli(str(root), "-k", "3", "--save", str(out)).returncode == 0
+    data = json.loads(out.read_text())
+    assert data["frame"] == "letterbox"
+    lb = wh * np.array([1.0, 480 / 640])  # over the long side, 640
+    np.testing.assert_allclose(data["anchors"], kmeans_anchors(lb, 3, seed=0).anchors, rtol=1e-12)
+
+
 def test_cli_save_matches_library(tiny_voc, tmp_path):
     root, wh = tiny_voc
     out = tmp_path / "anchors.json"
     r = run_cli(
-        str(root), "-k", "3", "--save", str(out), "--compare", ",".join(map(str, PAPER_VOC))
-    )
+        str(root), "-k", "3", "--save", str(out), "--compare", ",".join(map(str, PAPER_VOC)),
+        "--frame", "image",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["frame"] == "image"
     assert "avg IoU" in r.stdout and "anchors=" in r.stdout and "comparison" in r.stdout
     data = json.loads(out.read_text())
     assert data["k"] == 3 and data["boxes"] == len(wh) == 120

@@ -126,7 +126,9 @@ def test_bad_labels_counted(tmp_path):
             [
                 "0 0.5 0.5 0.5 0.5",  # good
                 "0 0.5 0.5 0.5",  # wrong field count
-                "0 0.5 0.5 0.5 0.5 0.9",  # wrong field count (a confidence column)
+                "0 0.25 0.5 0.1 0.2 0.9",  # a 6th (confidence) column: a label all the same
+                "0 0.5 0.5 0.5 0.5",  # the first line again: kept, reported
+                "0,0.5,0.5,0.5,0.5",  # commas
                 "a 0.5 0.5 0.5 0.5",  # non-number
                 "0 nan 0.5 0.5 0.5",  # non-finite
                 "0.5 0.5 0.5 0.5 0.5",  # non-integer class
@@ -140,16 +142,26 @@ def test_bad_labels_counted(tmp_path):
     (tmp_path / "images/train/empty.png").write_bytes(b"")
     rec = load_dataset(y, "train")
     r = rec.report
-    assert (r.bad_lines, r.clipped_boxes, r.zero_size_boxes, r.bad_images) == (5, 1, 1, 2)
+    counts = (r.bad_lines, r.clipped_boxes, r.zero_size_boxes, r.bad_images)
+    assert counts == (5, 1, 1, 2) and r.count("duplicate_box") == 1
     assert len(rec.images) == 2
     assert any(
         m.endswith("000001.txt:2: expected 5 fields (class cx cy w h), got 4, skipped")
         for m in r.messages
     )
     assert any("corrupt.jpg" in m for m in r.messages)
+    assert any(m.endswith("000001.txt:5: fields separated by commas or semicolons (expected "
+                          "spaces: class cx cy w h), skipped") for m in r.messages)  # fmt: skip
     np.testing.assert_allclose(
         rec.images[0].boxes,
-        [[10, 7.5, 30, 22.5], [28, 12, 40, 18], [20, 12, 20, 18], [4, 3, 12, 9]],
+        [
+            [10, 7.5, 30, 22.5],
+            [8, 12, 12, 18],
+            [10, 7.5, 30, 22.5],
+            [28, 12, 40, 18],
+            [20, 12, 20, 18],
+            [4, 3, 12, 9],
+        ],
         atol=1e-5,
     )
 

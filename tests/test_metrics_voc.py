@@ -20,7 +20,7 @@ def make_gt(rows, num_images=2, names=("a", "b", "c")) -> GroundTruth:
         names=list(names),
         category_ids=list(range(len(names))),
         image_ids=list(range(num_images)),
-        image_names=[f"{i}.jpg" for i in range(num_images)],
+        image_paths=[f"{i}.jpg" for i in range(num_images)],
         image_wh=np.full((num_images, 2), 100),
         image=np.array([r[0] for r in rows], np.int64),
         classes=np.array([r[1] for r in rows], np.int64),

@@ -256,11 +256,12 @@ def test_mixed_sources_corrupt_file_json_and_txt(tmp_path):
 
     rows_json = json.loads(buf.getvalue())
     assert len(rows_json) == 7
-    first = next(r for r in rows_json if r["file_name"] == "000123.jpg")
+    # file_name: the path below the inputs' common folder (ids are unique among the run's files)
+    first = next(r for r in rows_json if r["file_name"] == "imgs/000123.jpg")
     # (10, 50, 110, 90) at scale 0.5, top pad 40 -> (20, 20, 220, 100) -> xywh (20, 20, 200, 80)
     assert first == {
         "image_id": 123,
-        "file_name": "000123.jpg",
+        "file_name": "imgs/000123.jpg",
         "category_id": 0,
         "bbox": [20.0, 20.0, 200.0, 80.0],
         "score": 0.9,

@@ -155,4 +155,4 @@ def test_train_window_writes_a_run_folder(tmp_path) -> None:
     model, meta = load_weights(res.last)
     assert isinstance(model, WindowClassifier) and model.cfg.imgsz == 24
     assert model.cfg.names == meta["names"] and len(model.cfg.names) == 6
-    assert events[0] == "start" and events[-1] == "end" and "epoch_end" in events
+    assert events[:2] == ["data", "start"] and events[-1] == "end" and "epoch_end" in events

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from detect.cli.common import Images, Seed, Split, console, err_console
+from detect.cli.common import (
+    Images,
+    Seed,
+    Split,
+    Strict,
+    Verbose,
+    console,
+    err_console,
+    print_report,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     from rich.console import Console
 
     from detect.anchors import AnchorResult
+
+
+class AnchorFrame(StrEnum):
+    letterbox = "letterbox"
+    image = "image"
 
 
 def command(
@@ -29,7 +44,18 @@ def command(
     thr: Annotated[
         float, typer.Option("--thr", help="Anchor ratio threshold for BPR (ultralytics: 4.0).")
     ] = 4.0,
+    frame: Annotated[
+        AnchorFrame,
+        typer.Option(
+            "--frame",
+            help="letterbox: box sides over the image's long side, as the model sees them "
+            "(what --anchors FILE in training wants); image: over each image side (YOLOv2 "
+            "Table 1).",
+        ),
+    ] = AnchorFrame.letterbox,
     seed: Seed = 0,
+    strict: Strict = False,
+    verbose: Verbose = False,
     compare: Annotated[
         str | None,
         typer.Option(
@@ -75,7 +101,8 @@ def command(
     ks = _parse_range(sweep) if sweep else []
     with out.status(f"reading {data} ..."):
         records = load_dataset(data, split=split, images=images)
-        wh = A.boxes_wh(records)
+        wh = A.boxes_wh(records, frame.value)
+    print_report(records.report, strict, verbose)
     if len(wh) == 0:
         raise DetectError(f"{data}: no boxes in split '{split}'")
     tiny = int((((wh * imgsz) < 2).any(1) & (wh > 0).all(1)).sum())
@@ -88,7 +115,7 @@ def command(
     else:
         with out.status(f"clustering {len(wh)} boxes into k={k} anchors ..."):
             result = A.kmeans_anchors(wh, k, seed=seed, thr=thr)
-        note = f"detect anchors {data} --split {split} -k {k} --seed {seed}"
+        note = f"detect anchors {data} --split {split} -k {k} --seed {seed} --frame {frame.value}"
     for w in result.warnings:
         err_console.print(f"warning: {w}")
     _print_result(out, result, imgsz, stride, records.num_boxes(), data, split)
@@ -111,9 +138,9 @@ def command(
         out.print(f"plot written to {plot}")
     if save is not None:
         if save == "-":
-            print(A.anchors_json_text(result.to_json(source or note)), end="")
+            print(A.anchors_json_text(result.to_json(source or note, frame.value)), end="")
         else:
-            A.write_anchors(save, result, source or note)
+            A.write_anchors(save, result, source or note, frame.value)
             out.print(f"anchors written to {save}")
 
 

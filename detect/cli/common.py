@@ -41,3 +41,44 @@ def default_weights() -> str:
     from detect.resources import default_weights as _default
 
     return str(_default())
+
+
+Strict = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Exit 1 if any data was skipped or mended (bad lines, images, boxes)."
+    ),
+]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", help="List every skipped or mended item, not the first few.")
+]
+
+
+def print_report(
+    report, strict: bool = False, verbose: bool = False, saved=None, split: str | None = None
+) -> None:
+    """What a data set reader skipped or mended: per kind a summary line with its count, then
+    the first entries (`file:line: reason`; all of them with `verbose`), on stderr so that a
+    JSON on stdout stays clean. `saved` names a file holding the full list, `split` which
+    split the report is of. With `strict`,
+    any warning kind raises DetectError (exit 1) after the listing."""
+    from detect.data.types import REPORT_KINDS
+    from detect.errors import DetectError
+
+    shown = None if verbose else 3
+    for kind, (level, what) in REPORT_KINDS.items():
+        entries = report.entries.get(kind, [])
+        if not entries:
+            continue
+        style = "yellow" if level == "warning" else "dim"
+        say = err_console.print
+        where = f" in split '{split}'" if split else ""
+        say(f"[{style}]{level}: {len(entries)} {what}{where}[/]", highlight=False, soft_wrap=True)
+        for msg in entries[:shown]:
+            say(f"  {msg}", markup=False, highlight=False, soft_wrap=True)
+        if shown is not None and len(entries) > shown:
+            more = f"all in {saved}" if saved else "--verbose lists them all"
+            say(f"  ... {len(entries) - shown} more ({more})", highlight=False, soft_wrap=True)
+    n = report.warnings()
+    if strict and n:
+        raise DetectError(f"--strict: {n} data problem{'s' if n != 1 else ''} (listed above)")

@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from detect.cli.common import Device, Images, Iou, MaxDet, Split, console, err_console
+from detect.cli.common import (
+    Device,
+    Images,
+    Iou,
+    MaxDet,
+    Split,
+    Strict,
+    Verbose,
+    console,
+    err_console,
+    print_report,
+)
 
 
 def command(
@@ -42,19 +53,23 @@ def command(
     ] = None,
     device: Device = "auto",
     batch: Annotated[int, typer.Option("--batch", help="Images per batch (--weights).")] = 16,
+    strict: Strict = False,
+    verbose: Verbose = False,
 ) -> None:
     """Score predictions against ground truth: the 12 COCO numbers (as pycocotools), VOC07
     11-point mAP@0.5, VOC all-point mAP@0.5 and a per-class table. Give --pred PRED, or
     --weights W to predict DATA's split first."""
+    from detect.data.types import ReadReport
     from detect.errors import DetectError
     from detect.metrics import evaluate
     from detect.metrics.predictions import load_ground_truth, read_predictions
 
     if pred is not None and weights is not None:
         raise DetectError("give either --pred or --weights, not both")
+    report = ReadReport()
     if pred is not None:
-        gt = load_ground_truth(data, split=split, images=images)
-        dets = read_predictions(pred, gt)
+        gt = load_ground_truth(data, split=split, images=images, report=report)
+        dets = read_predictions(pred, gt, report)
     else:
         from rich.progress import Progress
 
@@ -63,7 +78,7 @@ def command(
         from detect.device import select_device
         from detect.predict import predict_records
 
-        gt = load_dataset(data, split=split, images=images)
+        gt = load_dataset(data, split=split, images=images, report=report)
         with Progress(console=err_console, transient=True) as bar:
             task = bar.add_task("predicting", total=len(gt.images))
             dets = predict_records(
@@ -71,6 +86,7 @@ def command(
                 max_det=max_det, device=select_device(device), batch=batch,
                 callback=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
+    print_report(report, strict, verbose)
     result = evaluate(gt, dets)
     out = err_console if json_out == "-" else console  # keep stdout clean for the JSON
     print_result(result, out)

@@ -45,6 +45,21 @@ for _name in COMMANDS:
     app.command(_name)(_module.command)
 
 
+def error_line(e: DetectError) -> str:
+    """The one line to show for a DetectError. Raised inside a DataLoader worker, torch re-raises
+    it as "Caught DetectError in DataLoader worker process 0." followed by the worker's
+    traceback, whose last line holds the message that names the file."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].startswith("Caught ") and "Original Traceback" in str(e):
+        last = lines[-1]
+        for prefix in ("detect.errors.DetectError: ", "DetectError: "):
+            if last.startswith(prefix):
+                return last[len(prefix) :]
+    return lines[0]
+
+
 def run() -> None:
     """Console-script entry: library errors become one `error: ...` line and exit code 1."""
     # Before any command loads torch's OpenMP: idle threads sleep instead of spinning. On a CPU
@@ -55,8 +70,7 @@ def run() -> None:
     try:
         app()
     except DetectError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from detect.cli.common import Device, ImgSz, Seed, console
+from detect.cli.common import Device, ImgSz, Seed, Strict, Verbose, console
 
 
 def command(
@@ -41,6 +41,13 @@ def command(
     ] = 50,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N epochs.")] = 1,
     imgsz: ImgSz = 320,
+    train_split: Annotated[
+        str,
+        typer.Option("--train-split", help="Split to train on (VOC: a list in ImageSets/Main)."),
+    ] = "train",
+    val_split: Annotated[
+        str, typer.Option("--val-split", help="Split to validate on (VOC: e.g. val or test).")
+    ] = "val",
     multi_scale: Annotated[
         bool, typer.Option("--multi-scale", help="Random input size 0.5-1.5 x imgsz per batch.")
     ] = False,
@@ -49,6 +56,8 @@ def command(
         typer.Option("--cache", help="ram: decode and resize each training image once."),
     ] = None,
     seed: Seed = 0,
+    strict: Strict = False,
+    verbose: Verbose = False,
     device: Device = "auto",
     anchors: Annotated[
         str | None,
@@ -86,13 +95,13 @@ def command(
     cfg = TrainConfig(
         data=data or "", model=model, epochs=epochs, time=time, batch=batch, workers=workers,
         lr=lr, optimizer=optimizer, patience=patience, val_every=val_every, imgsz=imgsz,
-        multi_scale=multi_scale, cache=cache, seed=seed, device=device, anchors=anchors,
-        weights=weights, assigner=assigner, resume=str(resume) if resume else None, out=out,
-        name=name,
+        multi_scale=multi_scale, cache=cache, strict=strict, seed=seed, device=device,
+        anchors=anchors, weights=weights, assigner=assigner, train_split=train_split,
+        val_split=val_split, resume=str(resume) if resume else None, out=out, name=name,
         command=shlex.join(["detect", *sys.argv[1:]]),
     )  # fmt: skip
     show = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
-    with _Progress(show) as progress:
+    with _Progress(show, verbose) as progress:
         result = train(cfg, progress.callback)
     if not show:
         return
@@ -113,7 +122,7 @@ def command(
 class _Progress:
     """Rich bar per epoch (loss terms, images/s), a line per epoch with val mAP."""
 
-    def __init__(self, show: bool) -> None:
+    def __init__(self, show: bool, verbose: bool = False) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -122,7 +131,7 @@ class _Progress:
             TimeElapsedColumn,
         )
 
-        self.show = show
+        self.show, self.verbose = show, verbose
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
@@ -155,6 +164,19 @@ class _Progress:
                 f"training on {info['train_images']} images (val {info['val_images']}), "
                 f"{budget}, {where}{resumed} -> {info['run_dir']}"
             )
+        elif event == "data":
+            from detect.cli.common import print_report
+
+            for split in ("train", "val"):
+                print_report(info[f"{split}_report"], verbose=self.verbose, split=split,
+                             saved="data-report.txt in the run")  # fmt: skip
+        elif event == "cache":
+            if self.task is None:
+                self.task = bar.add_task("caching images", total=info["total"], info="")
+            bar.update(self.task, completed=info["done"])
+            if info["done"] == info["total"]:
+                bar.remove_task(self.task)
+                self.task = None
         elif event == "epoch":
             if self.task is not None:
                 bar.remove_task(self.task)

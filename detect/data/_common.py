@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -12,6 +15,57 @@ from detect.data.types import ImageRecord
 def stem_id(stem: str) -> int | str:
     """The image id of a file stem: an int when the stem is all (ASCII) digits, else the stem."""
     return int(stem) if stem.isascii() and stem.isdigit() else stem
+
+
+def relative_paths(files: Sequence[Path]) -> list[str]:
+    """Posix paths of `files` below their common folder (what image ids are made from)."""
+    if not files:
+        return []
+    try:
+        base = os.path.commonpath([os.path.abspath(f.parent) for f in files])
+    except ValueError:  # different drives
+        return [f.as_posix() for f in files]
+    return [Path(os.path.relpath(os.path.abspath(f), base)).as_posix() for f in files]
+
+
+def unique_ids(paths: Sequence[str]) -> list[int | str]:
+    """One unique image id per path (posix, relative to the data set's root, with extension).
+
+    The id is the file stem (an int when all digits, as COCO ids are) wherever that is
+    unambiguous in the set; otherwise the stem as text where that is (`0001.jpg` and `001.jpg`
+    would both be 1); otherwise the relative path without its extension (`cam1/000001`,
+    `cam2/000001`); otherwise the relative path itself (`a.jpg` beside `a.png`).
+    `detect predict --save-json` writes the same ids over the same files, so predictions read
+    back into `detect evaluate` exactly, and `detect.metrics.predictions` matches the rest by
+    path.
+    """
+    rel = [PurePosixPath(p) for p in paths]
+    levels = (
+        lambda r: stem_id(r.stem),
+        lambda r: r.stem,
+        lambda r: str(r.with_suffix("")),
+        lambda r: str(r),
+    )
+    ids: list[int | str | None] = [None] * len(rel)
+    todo = list(range(len(rel)))
+    for level in levels:
+        keys = {i: level(rel[i]) for i in todo}
+        # a key is taken if no other image still unassigned, nor any assigned id, shares it
+        counts = Counter(keys.values())
+        taken = set(i for i in ids if i is not None)
+        left = []
+        for i in todo:
+            k = keys[i]
+            if counts[k] == 1 and k not in taken:
+                ids[i] = k
+            else:
+                left.append(i)
+        todo = left
+        if not todo:
+            break
+    for i in todo:  # the same path twice: the caller's list has duplicates
+        ids[i] = str(rel[i])
+    return ids  # type: ignore[return-value]
 
 
 def make_record(

@@ -137,12 +137,11 @@ def _build(path: Path, doc: Any, images_dir: Path | None, report: ReadReport) ->
         xywh = [_num(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else None
         if lists is None or xywh is None or None in xywh or xywh[2] < 0 or xywh[3] < 0:
             why = "unknown image_id" if lists is None else "bad bbox"
-            report.bad_lines += 1
-            report.warn(f"{path}: annotation {aid}: {why}, skipped")
+            report.add("bad_line", f"{path}: annotation {aid}: {why}, skipped")
             continue
         x, y, bw, bh = xywh
         if bw == 0 or bh == 0:
-            report.zero_size_boxes += 1
+            report.add("zero_size_box", f"{path}: annotation {aid}: zero-size box")
         area = _num(a.get("area"))
         lists[0].append((x, y, x + bw, y + bh))
         lists[1].append(cls_of[cid])

@@ -35,20 +35,61 @@ class ImageRecord:
         return self.path.name if self.path is not None else str(self.id)
 
 
+# What each kind of ReadReport entry means, as the summary line names it. Warnings change what a
+# command sees (`--strict` makes them fatal); notes are ordinary data (a background image).
+REPORT_KINDS: dict[str, tuple[str, str]] = {
+    "bad_line": ("warning", "malformed label lines or objects skipped"),
+    "bad_image": ("warning", "unreadable or missing images skipped"),
+    "missing_annotation": ("warning", "listed images without an annotation file skipped"),
+    "unmatched": ("warning", "predictions on images outside the ground truth ignored"),
+    "clipped_box": ("warning", "boxes outside the image clipped"),
+    "zero_size_box": ("warning", "zero-size boxes (not trained on, still scored)"),
+    "duplicate_box": ("warning", "duplicate boxes (same class and corners)"),
+    "missing_label": ("note", "images without a label file (no objects)"),
+}
+
+
 @dataclass
 class ReadReport:
-    """What a reader skipped or mended: counted, with the first messages kept for the user."""
+    """What a reader skipped or mended, by kind, every entry kept as `"path[:line]: reason"`.
 
-    clipped_boxes: int = 0  # coordinates outside the image / 0..1, clipped
-    zero_size_boxes: int = 0  # zero-area boxes (dropped from training, kept for evaluation)
-    bad_lines: int = 0  # malformed label lines skipped
-    bad_images: int = 0  # unreadable / corrupt images skipped
-    missing_labels: int = 0  # images with no label file (= no objects)
-    messages: list[str] = field(default_factory=list)  # "path:line: what" (first ~50 kept)
+    Kinds are the keys of `REPORT_KINDS`. Commands print one summary line per kind (count and
+    the first entries) and `--strict` turns any warning kind into exit 1; nothing a reader
+    skips goes unsaid.
+    """
 
-    def warn(self, message: str, limit: int = 50) -> None:
-        if len(self.messages) < limit:
-            self.messages.append(message)
+    entries: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, message: str) -> None:
+        if kind not in REPORT_KINDS:
+            raise ValueError(f"unknown report kind {kind!r}")
+        self.entries.setdefault(kind, []).append(message)
+
+    def count(self, kind: str) -> int:
+        return len(self.entries.get(kind, ()))
+
+    def warnings(self) -> int:
+        """Entries of the warning kinds (what `--strict` refuses)."""
+        return sum(len(v) for k, v in self.entries.items() if REPORT_KINDS[k][0] == "warning")
+
+    def merge(self, other: ReadReport) -> ReadReport:
+        for kind, msgs in other.entries.items():
+            self.entries.setdefault(kind, []).extend(msgs)
+        return self
+
+    @property
+    def messages(self) -> list[str]:
+        """Every entry, kinds in REPORT_KINDS order."""
+        return [m for k in REPORT_KINDS for m in self.entries.get(k, ())]
+
+    # Counts by their older names.
+    bad_lines = property(lambda self: self.count("bad_line"))
+    bad_images = property(lambda self: self.count("bad_image"))
+    missing_labels = property(
+        lambda self: self.count("missing_label") + self.count("missing_annotation")
+    )
+    clipped_boxes = property(lambda self: self.count("clipped_box"))
+    zero_size_boxes = property(lambda self: self.count("zero_size_box"))
 
 
 @dataclass

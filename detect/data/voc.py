@@ -2,7 +2,12 @@
 
 Corners become 0-based pixel xyxy `(xmin - 1, ymin - 1, xmax - 1, ymax - 1)` (width = xmax - xmin,
 as darknet's and ultralytics' converters do). Class ids follow the sorted object names of the
-whole folder unless `classes.txt` beside `Annotations/` lists them. Sizes come from `<size>`.
+whole folder unless `classes.txt` beside `Annotations/` lists them; names are kept as written
+(spaces, upper case). The image of id X is `JPEGImages/X.<ext>` for the usual extensions, as
+darknet, ultralytics, mmdetection and torchvision open it: `<filename>` is only a fallback, since
+annotation tools write it without the extension or with another name (labelImg, Label Studio).
+Sizes come from `<size>`, or from the image header when it is zero or missing. The XML may be
+in any encoding its declaration names (GBK, Shift-JIS, cp1252 ... not only expat's four).
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from detect.data._common import clip_box, make_record, stem_id
+from detect.data._common import clip_box, make_record, unique_ids
 from detect.data.image import image_size
 from detect.data.types import DatasetRecords, ImageRecord, ReadReport
 from detect.errors import DetectError
 
 # One parsed annotation file: (file name, width, height, objects, problems), where an object is
-# (name, xmin, ymin, xmax, ymax, difficult) as written and problems are messages about objects
-# that were skipped (reported only when the file is in the requested split).
-_Parsed = tuple[str | None, int, int, list[tuple[str, float, float, float, float, bool]], list[str]]
+# (name, xmin, ymin, xmax, ymax, difficult, index in the file) as written and problems are
+# messages about objects that were skipped (reported only when the file is in the split).
+_Parsed = tuple[
+    str | None, int, int, list[tuple[str, float, float, float, float, bool, int]], list[str]
+]
 
 # Per-class lists in ImageSets/Main ("aeroplane_train.txt") are not splits of their own.
 _CLASS_LIST = re.compile(r"^.+_(train|val|trainval|test)$")
@@ -51,20 +58,19 @@ def read_voc(root: Path, split: str, report: ReadReport) -> DatasetRecords:
 
     images: list[ImageRecord] = []
     jpeg_dir = root / "JPEGImages"
-    seen: set[str] = set()
-    for stem in ids:
-        if stem in seen:
-            continue
-        seen.add(stem)
+    files = _image_files(jpeg_dir)
+    stems = list(dict.fromkeys(ids))  # a list naming an id twice means it once
+    image_ids = dict(zip(stems, unique_ids([f"{s}.xml" for s in stems]), strict=True))
+    for stem in stems:
         xml = os.path.join(ann_dir, f"{stem}.xml")
         p = parsed.get(stem)
         if p is None:
             if not os.path.isfile(xml):
-                report.missing_labels += 1
-                report.warn(f"{xml}: missing annotation file, image skipped")
+                report.add("missing_annotation", f"{xml}: missing annotation file, image skipped")
                 continue
             p = _parse(xml)
-        rec = _record(root, jpeg_dir, stem, xml, p, index, report)
+        path = _image_path(jpeg_dir, files, stem, p[0])
+        rec = _record(root, path, image_ids[stem], xml, p, index, report)
         if rec is not None:
             images.append(rec)
     if not images:
@@ -78,6 +84,40 @@ def read_voc(root: Path, split: str, report: ReadReport) -> DatasetRecords:
         split=split,
         report=report,
     )
+
+
+# Looked for in this order beside `JPEGImages/{id}`: darknet's and VOC's own first.
+_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _image_files(folder: Path) -> dict[str, list[str]]:
+    """Files of `folder` by lower-case stem (one listing instead of a stat per id and extension)."""
+    out: dict[str, list[str]] = {}
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                stem, ext = os.path.splitext(e.name)
+                if ext.lower() in _EXTS:
+                    out.setdefault(stem, []).append(e.name)
+    except OSError:
+        pass  # no JPEGImages/: annotations alone still evaluate against predictions files
+    return out
+
+
+def _image_path(jpeg_dir: Path, files: dict[str, list[str]], stem: str, filename: str | None):
+    """`JPEGImages/{stem}.<ext>` if such a file exists, else `<filename>` if that exists, else
+    a guess that is not there (fine for scoring a predictions file): `<filename>` when it
+    names an image file, else `JPEGImages/{stem}.jpg`."""
+    names = files.get(stem)
+    if names:
+        return jpeg_dir / min(names, key=lambda n: _EXTS.index(os.path.splitext(n)[1].lower()))
+    # <filename> may carry another name; never let it point outside JPEGImages/.
+    name = os.path.basename(filename.replace("\\", "/")) if filename else ""
+    if name not in ("", ".", "..") and (
+        (jpeg_dir / name).is_file() or os.path.splitext(name)[1].lower() in _EXTS
+    ):
+        return jpeg_dir / name
+    return jpeg_dir / f"{stem}.jpg"
 
 
 def _read_split(root: Path, split: str) -> list[str]:
@@ -120,6 +160,24 @@ def _number(text: str | None) -> float | None:
     return v if math.isfinite(v) else None
 
 
+_DECLARED = re.compile(
+    rb"""^(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']"""
+)
+_EXPAT = {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1", "utf-16"}
+
+
+def _decoded(data: bytes) -> bytes | str:
+    """The XML as expat can take it: bytes when expat knows the declared encoding, else text
+    decoded with Python's codec and the declaration removed (expat rejects multi-byte
+    encodings such as GBK or Shift-JIS, which Chinese and Japanese tools write).
+    Raises LookupError for an encoding Python does not know either."""
+    m = _DECLARED.match(data[:256])
+    if m is None or m.group(1).decode("ascii").lower() in _EXPAT:
+        return data
+    text = data.decode(m.group(1).decode("ascii"))
+    return text[text.index("?>") + 2 :]
+
+
 def _parse(xml: str) -> _Parsed:
     try:
         with open(xml, "rb") as f:
@@ -127,7 +185,7 @@ def _parse(xml: str) -> _Parsed:
     except OSError as e:
         raise DetectError(f"{xml}: cannot read ({e.strerror or e})") from None
     try:
-        root = ET.fromstring(data)
+        root = ET.fromstring(_decoded(data))
     except (ET.ParseError, ValueError, LookupError, UnicodeError) as e:
         raise DetectError(f"{xml}: malformed XML ({e})") from None
     # One pass over the direct children (findtext per field costs twice as much on 5k files).
@@ -159,7 +217,7 @@ def _parse(xml: str) -> _Parsed:
             elif c[2] < c[0] or c[3] < c[1]:
                 problems.append(f"{xml}: object {k}: xmax < xmin or ymax < ymin, skipped")
             else:
-                objects.append((name, c[0], c[1], c[2], c[3], bool(diff)))
+                objects.append((name, c[0], c[1], c[2], c[3], bool(diff), k))
         elif tag == "size":
             for el in child:
                 if el.tag == "width":
@@ -178,38 +236,37 @@ _CORNERS = {"xmin": 0, "ymin": 1, "xmax": 2, "ymax": 3}
 
 def _record(
     root: Path,
-    jpeg_dir: Path,
-    stem: str,
+    path: Path,
+    image_id: int | str,
     xml: str,
     p: _Parsed,
     index: dict[str, int],
     report: ReadReport,
 ) -> ImageRecord | None:
-    filename, width, height, objects, problems = p
+    _, width, height, objects, problems = p
     for msg in problems:
-        report.bad_lines += 1
-        report.warn(msg)
-    # <filename> may carry another extension; never let it point outside JPEGImages/.
-    name = os.path.basename(filename.replace("\\", "/")) if filename else ""
-    path = jpeg_dir / (name if name and name not in (".", "..") else f"{stem}.jpg")
+        report.add("bad_line", msg)
     if width <= 0 or height <= 0:
         try:  # no usable <size>: the image header still gives it
             width, height = image_size(path)
         except DetectError:
-            report.bad_images += 1
-            report.warn(f"{xml}: no valid <size> and no readable image, skipped")
+            report.add("bad_image", f"{xml}: no valid <size> and no readable image, skipped")
             return None
     rows, classes, difficult = [], [], []
-    for name_, x1, y1, x2, y2, diff in objects:
+    seen: set[tuple] = set()
+    for name_, x1, y1, x2, y2, diff, k in objects:
         cls = index.get(name_)
         if cls is None:
             raise DetectError(f"{xml}: class '{name_}' is not in {root / 'classes.txt'}")
         box, moved = clip_box(x1 - 1, y1 - 1, x2 - 1, y2 - 1, width, height)
         if moved:
-            report.clipped_boxes += 1
+            report.add("clipped_box", f"{xml}: object {k}: outside the {width}x{height} image")
         if box[2] <= box[0] or box[3] <= box[1]:
-            report.zero_size_boxes += 1
+            report.add("zero_size_box", f"{xml}: object {k}: zero-size box")
+        if (cls, *box) in seen:
+            report.add("duplicate_box", f"{xml}: object {k}: same class and box as an earlier one")
+        seen.add((cls, *box))
         rows.append(box)
         classes.append(cls)
         difficult.append(diff)
-    return make_record(path, stem_id(stem), width, height, rows, classes, difficult=difficult)
+    return make_record(path, image_id, width, height, rows, classes, difficult=difficult)

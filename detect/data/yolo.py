@@ -4,8 +4,10 @@ The YAML names a root (`path`, relative to the YAML's folder; default that folde
 (`train`, `val`, optional `test`: each a folder of images, a `.txt` list of image paths, or a
 list of those) and `names` (a list, or a `{id: name}` mapping). Each image `.../images/x.jpg`
 has its labels in `.../labels/x.txt`, one `class cx cy w h` line per box, normalised 0..1
-(ultralytics polygon lines `class x1 y1 x2 y2 ...` are read as their bounding box).
-Image sizes come from the image headers; no pixels are decoded.
+(ultralytics polygon lines `class x1 y1 x2 y2 ...` are read as their bounding box; a sixth
+column, the confidence `detect predict --save-txt --save-conf` writes, is ignored).
+Image sizes come from the image headers; no pixels are decoded. Image ids are unique in the
+split (`detect.data._common.unique_ids` over the paths below the split's common folder).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from detect.data._common import make_record, stem_id
+from detect.data._common import make_record, relative_paths, unique_ids
 from detect.data.image import IMAGE_SUFFIXES, image_size
 from detect.data.types import DatasetRecords, ImageRecord, ReadReport
 from detect.errors import DetectError
@@ -39,7 +41,6 @@ def read_yolo(path: Path, split: str, report: ReadReport) -> DatasetRecords:
         raise DetectError(f"{path}: malformed YAML ({first})") from None
     if not isinstance(doc, dict):
         raise DetectError(f"{path}: not an ultralytics data set YAML (expected a mapping)")
-    names = _names(path, doc)
     root = _root(path, doc)
     entry = doc.get(split)
     if entry is None or entry == "" or entry == []:
@@ -51,17 +52,19 @@ def read_yolo(path: Path, split: str, report: ReadReport) -> DatasetRecords:
         ]
         shown = ", ".join(avail + extra) or "none"
         raise DetectError(f"{path}: no split '{split}' (available: {shown})")
+    if isinstance(entry, dict) or (isinstance(entry, str) and entry.lower().endswith(".json")):
+        return _linked_split(path, root, doc, entry, split, report)
+    names = _names(path, doc)
     files = _image_files(path, root, entry)
+    ids = unique_ids(relative_paths(files))
     images: list[ImageRecord] = []
-    for img in files:
+    for img, image_id in zip(files, ids, strict=True):
         try:
             width, height = image_size(img)
         except DetectError as e:
-            report.bad_images += 1
-            report.warn(f"{e}, skipped")
+            report.add("bad_image", f"{e}, skipped")
             continue
-        rec = _read_labels(img, width, height, len(names), report)
-        images.append(rec)
+        images.append(_read_labels(img, image_id, width, height, len(names), report))
     if not images:
         raise DetectError(f"{path}: split '{split}' has no images")
     return DatasetRecords(
@@ -73,6 +76,43 @@ def read_yolo(path: Path, split: str, report: ReadReport) -> DatasetRecords:
         split=split,
         report=report,
     )
+
+
+def _linked_split(
+    path: Path, root: Path, doc: dict, entry: Any, split: str, report: ReadReport
+) -> DatasetRecords:
+    """A split that is another data set: a COCO instances JSON (`val: instances_val.json`, or
+    `{coco: instances_val.json, images: val2017}`) or a list of a VOC folder (`{voc: VOC2007,
+    split: test}`), so a YAML can name separate train and val sets of those formats. Paths are
+    relative to the YAML's `path`. The YAML's `names`, if given, must be the set's."""
+    from detect.data.coco import read_coco
+    from detect.data.voc import read_voc
+
+    spec = {"coco": entry} if isinstance(entry, str) else entry
+    known = {"coco", "images", "voc", "split"}
+    if set(spec) - known or ("coco" in spec) == ("voc" in spec):
+        raise DetectError(
+            f"{path}: split '{split}' must be a folder, a .txt list, a COCO .json file, "
+            "{coco: FILE.json, images: FOLDER} or {voc: FOLDER, split: LIST}"
+        )
+
+    def at(v: Any) -> Path:
+        p = Path(str(v)).expanduser()
+        return p if p.is_absolute() else root / p
+
+    if "coco" in spec:
+        images = at(spec["images"]) if spec.get("images") is not None else None
+        rec = read_coco(at(spec["coco"]), images, report)
+    else:
+        rec = read_voc(at(spec["voc"]), str(spec.get("split", split)), report)
+    if doc.get("names") is not None:
+        names = _names(path, doc)
+        if names != rec.names:
+            raise DetectError(
+                f"{path}: 'names' ({', '.join(names[:5])}...) are not those of split '{split}' "
+                f"({', '.join(rec.names[:5])}...)"
+            )
+    return rec
 
 
 def _is_split(v: Any) -> bool:
@@ -173,27 +213,28 @@ def label_path(img: Path) -> Path:
     return img.with_suffix(".txt")  # no images/ folder: labels beside the image
 
 
-def _read_labels(img: Path, width: int, height: int, nc: int, report: ReadReport) -> ImageRecord:
+def _read_labels(
+    img: Path, image_id: int | str, width: int, height: int, nc: int, report: ReadReport
+) -> ImageRecord:
     lab = label_path(img)
     rows: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
     try:
         text = lab.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        report.missing_labels += 1
+        report.add("missing_label", f"{lab}: no label file, image has no objects")
         text = ""
     except OSError as e:
-        report.missing_labels += 1
-        report.warn(f"{lab}: cannot read ({e.strerror or e}), image has no objects")
+        report.add("bad_line", f"{lab}: cannot read ({e.strerror or e}), image has no objects")
         text = ""
+    seen: set[tuple] = set()
     for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
         parsed = _parse_line(fields)
         if isinstance(parsed, str):
-            report.bad_lines += 1
-            report.warn(f"{lab}:{n}: {parsed}, skipped")
+            report.add("bad_line", f"{lab}:{n}: {parsed}, skipped")
             continue
         cls, x1, y1, x2, y2 = parsed
         if not 0 <= cls < nc:
@@ -201,17 +242,22 @@ def _read_labels(img: Path, width: int, height: int, nc: int, report: ReadReport
         c = (min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0))
         c += (min(max(x2, 0.0), 1.0), min(max(y2, 0.0), 1.0))
         if c != (x1, y1, x2, y2):
-            report.clipped_boxes += 1
+            report.add("clipped_box", f"{lab}:{n}: box outside 0..1, clipped")
         if c[2] <= c[0] or c[3] <= c[1]:
-            report.zero_size_boxes += 1
+            report.add("zero_size_box", f"{lab}:{n}: zero-size box")
+        if (cls, *c) in seen:
+            report.add("duplicate_box", f"{lab}:{n}: same class and box as an earlier line")
+        seen.add((cls, *c))
         rows.append((c[0] * width, c[1] * height, c[2] * width, c[3] * height))
         classes.append(cls)
-    return make_record(img, stem_id(img.stem), width, height, rows, classes)
+    return make_record(img, image_id, width, height, rows, classes)
 
 
 def _parse_line(fields: list[str]) -> tuple[int, float, float, float, float] | str:
-    """`class cx cy w h` (or a polygon) -> (class, x1, y1, x2, y2) normalised; else a reason."""
-    if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+    """`class cx cy w h [conf]` (or a polygon) -> (class, x1, y1, x2, y2) normalised; else why."""
+    if len(fields) < 5 and any("," in f or ";" in f for f in fields):
+        return "fields separated by commas or semicolons (expected spaces: class cx cy w h)"
+    if len(fields) not in (5, 6) and (len(fields) < 7 or len(fields) % 2 == 0):
         return f"expected 5 fields (class cx cy w h), got {len(fields)}"
     try:
         v = [float(f) for f in fields]
@@ -222,8 +268,8 @@ def _parse_line(fields: list[str]) -> tuple[int, float, float, float, float] | s
     if not v[0].is_integer():
         return f"class {fields[0]} is not an integer"
     cls = int(v[0])
-    if len(v) == 5:
-        cx, cy, w, h = v[1:]
+    if len(v) in (5, 6):  # a sixth column is a prediction's confidence: the box is a label
+        cx, cy, w, h = v[1:5]
         if w < 0 or h < 0:
             return "negative width or height"
         return cls, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2

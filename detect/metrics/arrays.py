@@ -22,8 +22,9 @@ class GroundTruth:
 
     names: list[str]  # class index -> name
     category_ids: list[int]  # class index -> `category_id` in prediction files
-    image_ids: list  # image index -> id (`image_id` in prediction files)
-    image_names: list[str]  # image index -> file name (YOLO txt predictions match its stem)
+    image_ids: list  # image index -> id (`image_id` in prediction files), unique
+    image_paths: list[str]  # image index -> file path (COCO: `file_name`); predictions whose id
+    # is not an image's are matched by the trailing parts of this path (detect.metrics.predictions)
     image_wh: np.ndarray  # int64 [I, 2] image width, height (YOLO txt is normalised)
     image: np.ndarray  # int64 [N] image index
     classes: np.ndarray  # int64 [N] class index
@@ -31,6 +32,7 @@ class GroundTruth:
     area: np.ndarray  # float64 [N] COCO `area` (area ranges use it, as pycocotools does)
     iscrowd: np.ndarray  # bool [N] crowd region: IoU = inter / det area, matches many, ignored
     difficult: np.ndarray  # bool [N] VOC difficult: ignored (neither TP nor FP when matched)
+    exact_ids: bool = False  # COCO ground truth: `image_id` must be an id, as pycocotools asserts
     _rank: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -42,14 +44,16 @@ class GroundTruth:
         return len(self.names)
 
     def image_rank(self) -> np.ndarray:
-        """int64 [I]: position of each image in pycocotools' order (sorted ids; ties break
-        cross-image score ties, so exactness needs it). Record order when ids are not all ints."""
+        """int64 [I]: position of each image in pycocotools' order, `sorted(imgIds)` (it breaks
+        cross-image score ties, so exactness needs it): ints numerically, strings by code point;
+        a mix (which pycocotools cannot sort) ints first."""
         if self._rank is None:
             ids = self.image_ids
             if all(isinstance(i, int | np.integer) for i in ids):
                 order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
             else:
-                order = np.arange(len(ids))
+                keys = [(0, i, "") if isinstance(i, int | np.integer) else (1, 0, i) for i in ids]
+                order = np.asarray(sorted(range(len(ids)), key=keys.__getitem__), np.int64)
             rank = np.empty(len(ids), np.int64)
             rank[order] = np.arange(len(ids))
             self._rank = rank
@@ -99,7 +103,7 @@ def ground_truth(records: DatasetRecords | GroundTruth) -> GroundTruth:
         names=list(records.names),
         category_ids=list(records.category_ids),
         image_ids=[im.id for im in ims],
-        image_names=[im.file_name for im in ims],
+        image_paths=[im.path.as_posix() if im.path is not None else str(im.id) for im in ims],
         image_wh=np.asarray([[im.width, im.height] for im in ims], np.int64).reshape(-1, 2),
         image=np.repeat(np.arange(len(ims), dtype=np.int64), n),
         classes=cat(lambda im: im.classes, np.int64),

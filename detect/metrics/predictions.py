@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.data.types import ReadReport
 from detect.errors import DetectError
 from detect.metrics.arrays import GroundTruth, Predictions, check_predictions
 
@@ -106,7 +107,7 @@ def coco_ground_truth(obj: dict, source: str | Path = "ground truth") -> GroundT
         names=names,
         category_ids=cat_ids,
         image_ids=img_ids,
-        image_names=img_names,
+        image_paths=img_names,
         image_wh=wh.reshape(-1, 2),
         image=image,
         classes=classes,
@@ -114,6 +115,7 @@ def coco_ground_truth(obj: dict, source: str | Path = "ground truth") -> GroundT
         area=area,
         iscrowd=crowd,
         difficult=np.zeros(len(anns), bool),
+        exact_ids=True,
     )
 
 
@@ -121,10 +123,15 @@ def read_coco_ground_truth(path: str | Path) -> GroundTruth:
     return coco_ground_truth(load_json(path), path)
 
 
-def coco_results(obj, gt: GroundTruth, source: str | Path = "predictions") -> Predictions:
+def coco_results(
+    obj, gt: GroundTruth, source: str | Path = "predictions", report: ReadReport | None = None
+) -> Predictions:
     """A COCO results list (`[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`) ->
-    Predictions. `image_id` must be an image of `gt` (as pycocotools asserts) and `category_id`
-    one of its categories (for YAML / VOC data the class index); NaN, negative sizes: errors."""
+    Predictions. `category_id` must be one of gt's categories (for YAML / VOC data the class
+    index); NaN, negative sizes: errors. `image_id` must be an image of COCO ground truth (as
+    pycocotools asserts); for YAML / VOC data an id that is not one is looked for by its
+    `file_name` and path (`ImagePaths`), and predictions on no image of the split go to
+    `report` ("unmatched"; an error without a report, or when none is on any image)."""
     if not isinstance(obj, list):
         raise DetectError(f"{source}: expected a JSON list of detections (COCO results format)")
     if not obj:
@@ -140,15 +147,136 @@ def coco_results(obj, gt: GroundTruth, source: str | Path = "predictions") -> Pr
         bbox = np.fromiter(chain.from_iterable(boxes), np.float64, 4 * n).reshape(n, 4)
     except (KeyError, TypeError, ValueError) as e:
         raise DetectError(f"{source}: not a COCO results list ({type(e).__name__}: {e})") from None
-    return _predictions(img, cat, score, bbox, gt, source)
+
+    def names() -> list:
+        return [d.get("file_name") if isinstance(d, dict) else None for d in obj]
+
+    return _predictions(img, cat, score, bbox, gt, source, names, report)
 
 
-def _predictions(img: list, cat: list, score, bbox, gt: GroundTruth, source) -> Predictions:
-    image = _index(img, gt.image_ids, source, "image_id", "an image absent from the ground truth")
+def _predictions(
+    img: list, cat: list, score, bbox, gt: GroundTruth, source, names=None, report=None
+) -> Predictions:
+    """Predictions from parsed columns. `names` (the `file_name`s, or a callable giving them
+    on demand) lets images be found by path where their id is not one of `gt`'s."""
+    image = _image_index(img, gt, source, names, report)
     classes = _index(cat, gt.category_ids, source, "category_id", "a category absent from GT")
+    keep = image >= 0
     p = Predictions(image, classes, bbox, score)
+    if not keep.all():
+        p = Predictions(image[keep], classes[keep], bbox[keep], score[keep])
     check_predictions(p, gt, str(source))
     return p
+
+
+def _image_index(img: list, gt: GroundTruth, source, names, report) -> np.ndarray:
+    """int64 [D]: the gt image of each prediction, -1 for one outside the ground truth.
+
+    The `image_id` first (pycocotools' rule, the only one for COCO ground truth); then, for
+    YAML / VOC data, the `file_name` and the id as a path (`ImagePaths`). Unknown images are
+    an error for COCO ground truth (pycocotools asserts); otherwise each is reported as
+    "unmatched" in `report`, and an error when no prediction fits any image.
+    """
+    if gt.exact_ids or not img:
+        why = "an image absent from the ground truth"
+        return _index(img, gt.image_ids, source, "image_id", why)
+    exact = _id_lookup(gt.image_ids)
+    out = np.empty(len(img), np.int64)
+    misses: dict[int, list[int]] = {}
+    for j, u in enumerate(img):
+        n = exact.get(u) if isinstance(u, int | str) and not isinstance(u, bool) else None
+        if n is None:
+            misses.setdefault(u if isinstance(u, int | str) else str(u), []).append(j)
+        else:
+            out[j] = n
+    if not misses:
+        return out
+    names = names() if callable(names) else names
+    paths = ImagePaths(gt.image_paths)
+    unmatched = []
+    for u, rows in misses.items():
+        fname = names[rows[0]] if names is not None else None
+        n = paths.find(u, fname, source)
+        out[rows] = -1 if n is None else n
+        if n is None:
+            unmatched.append((u, fname, len(rows)))
+    if unmatched:
+        u, fname, _ = unmatched[0]
+        first = f"image_id {u!r}" + (f" ({fname})" if fname else "")
+        if not (out >= 0).any():
+            raise DetectError(f"{source}: no prediction is on an image of the ground truth "
+                              f"(first: {first})")  # fmt: skip
+        if report is None:
+            raise DetectError(f"{source}: {first} is an image absent from the ground truth")
+        for u, fname, k in unmatched:
+            what = f"image_id {u!r}" + (f" ({fname})" if fname else "")
+            report.add("unmatched", f"{source}: {what}: {k} detections, no such image in GT")
+    return out
+
+
+def _id_lookup(ids: list) -> dict:
+    """id -> image index, where ids written as digit strings (`"12"`) also find int ids."""
+    lookup = {k: n for n, k in enumerate(ids)}
+    for k, n in list(lookup.items()):
+        if isinstance(k, int | np.integer):
+            lookup.setdefault(str(int(k)), n)
+    return lookup
+
+
+class ImagePaths:
+    """Finds the image a prediction means by the trailing parts of its path.
+
+    Every trailing run of parts of every ground-truth path is a key, with and without the
+    file extension (`cam1/000001.jpg`, `cam1/000001`, `000001.jpg`, `000001`), and an
+    all-digit stem is a key as an int too (`000001` as 1). A prediction's file name (or id)
+    picks the longest of its own trailing runs that is a key: one image is a match, several
+    are a clash (a DetectError naming them), none is no match.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.keys: dict[tuple, list[int]] = {}
+        for n, p in enumerate(paths):
+            parts = _parts(p)
+            if not parts:
+                continue
+            stem = parts[-1].rsplit(".", 1)[0] if "." in parts[-1][1:] else parts[-1]
+            bare = (*parts[:-1], stem)
+            for seq in {parts, bare}:
+                for k in range(1, len(seq) + 1):
+                    self.keys.setdefault(seq[-k:], []).append(n)
+            if stem.isascii() and stem.isdigit():
+                self.keys.setdefault((int(stem),), []).append(n)
+
+    def find(self, image_id, file_name: str | None, source) -> int | None:
+        """The image index, None if nothing fits; DetectError if several do."""
+        for key in (_parts(file_name) if file_name else (), _id_parts(image_id)):
+            for k in range(len(key), 0, -1):
+                hits = self.keys.get(key[-k:])
+                if hits is None:
+                    continue
+                hits = sorted(set(hits))
+                if len(hits) == 1:
+                    return hits[0]
+                shown = ", ".join(self.paths[h] for h in hits[:3])
+                raise DetectError(
+                    f"{source}: image_id {image_id!r}"
+                    + (f" (file_name {file_name!r})" if file_name else "")
+                    + f" fits {len(hits)} images of the ground truth ({shown}); give each "
+                    "image a unique id (as `detect predict --save-json` now writes)"
+                )
+        return None
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    parts = path.replace("\\", "/").split("/")
+    return tuple(p for p in parts if p not in ("", ".", ".."))
+
+
+def _id_parts(image_id) -> tuple:
+    if isinstance(image_id, int | np.integer) and not isinstance(image_id, bool):
+        return (int(image_id),)
+    return _parts(str(image_id))
 
 
 def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray:
@@ -163,12 +291,7 @@ def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray
         if bad.any():
             raise DetectError(f"{source}: {what} {int(v[np.argmax(bad)])} is {why}")
         return o[pos]
-    lookup = {k: n for n, k in enumerate(known)}
-    # ids written as strings of digits for int ids (and back) still match
-    for k, n in list(lookup.items()):
-        lookup.setdefault(str(k), n)
-        if isinstance(k, str) and k.isdigit():
-            lookup.setdefault(int(k), n)
+    lookup = _id_lookup(known)
     pos = np.empty(len(values), np.int64)
     for j, u in enumerate(values):
         n = lookup.get(u) if isinstance(u, int | str) and not isinstance(u, bool) else None
@@ -213,29 +336,52 @@ def _fast_columns(data: bytes) -> tuple | None:
     return img, cat, score, bbox.reshape(n, 4)
 
 
-def read_coco_results(path: str | Path, gt: GroundTruth) -> Predictions:
+def _file_names(data: bytes, path: Path) -> list:
+    """The `file_name` of every detection (None where absent): a second, rarer parse, only for
+    predictions whose image_id is not an image's."""
+    obj = _loads(data, path)
+    return [d.get("file_name") if isinstance(d, dict) else None for d in obj]
+
+
+def read_coco_results(
+    path: str | Path, gt: GroundTruth, report: ReadReport | None = None
+) -> Predictions:
+    """A COCO results JSON file -> Predictions (see `coco_results`)."""
     path = Path(path)
     data = _read_bytes(path)
     with _no_gc():
         cols = _fast_columns(data)
         if cols is None:
-            return coco_results(_loads(data, path), gt, path)
-    return _predictions(*cols, gt, path)
+            return coco_results(_loads(data, path), gt, path, report)
+    return _predictions(*cols, gt, path, lambda: _file_names(data, path), report)
 
 
-def read_yolo_folder(folder: str | Path, gt: GroundTruth) -> Predictions:
-    """A folder of YOLO label files with confidence (`class cx cy w h conf`, normalised 0..1, one
-    file per image named by the image's stem) -> Predictions in pixels."""
+def read_yolo_folder(
+    folder: str | Path, gt: GroundTruth, report: ReadReport | None = None
+) -> Predictions:
+    """A folder of YOLO label files with confidence (`class cx cy w h conf`, normalised 0..1)
+    -> Predictions in pixels. Files are found recursively and matched to images by their path
+    below `folder` (`cam1/000001.txt` is the image `.../cam1/000001.<ext>`; `ImagePaths`), so
+    the sub-folders `detect predict --save-txt` keeps tell same-named images apart. A file on
+    no image of `gt` goes to `report` ("unmatched"; an error without a report, or when no
+    file fits any image)."""
     folder = Path(folder)
-    stems = {Path(n).stem: i for i, n in enumerate(gt.image_names)}
-    for i, im_id in enumerate(gt.image_ids):
-        stems.setdefault(str(im_id), i)
-    rows, imgs = [], []
-    for f in sorted(folder.glob("*.txt")):
-        i = stems.get(f.stem)
+    paths = ImagePaths(gt.image_paths)
+    exact = _id_lookup(gt.image_ids)
+    files = sorted(folder.rglob("*.txt"))
+    if not files:
+        raise DetectError(f"{folder}: no .txt prediction files in this folder")
+    rows, imgs, unmatched = [], [], []
+    for f in files:
+        rel = f.relative_to(folder).with_suffix("").as_posix()
+        i = exact.get(rel)
         if i is None:
-            raise DetectError(f"{f}: no image named {f.stem!r} in the ground truth")
-        for ln, line in enumerate(f.read_text().splitlines(), 1):
+            i = paths.find(rel, None, folder)
+        lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        if i is None:
+            unmatched.append((f, sum(1 for ln in lines if ln.split())))
+            continue
+        for ln, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
                 continue
@@ -255,6 +401,16 @@ def read_yolo_folder(folder: str | Path, gt: GroundTruth) -> Predictions:
                 raise DetectError(f"{f}:{ln}: class {int(vals[0])} outside 0..{gt.num_classes - 1}")
             rows.append(vals)
             imgs.append(i)
+    if unmatched:
+        if len(unmatched) == len(files):
+            raise DetectError(
+                f"{folder}: none of the {len(files)} prediction files is named after an image of "
+                f"the ground truth (first: {unmatched[0][0].relative_to(folder)})"
+            )
+        if report is None:
+            raise DetectError(f"{unmatched[0][0]}: no image of the ground truth has this name")
+        for f, k in unmatched:
+            report.add("unmatched", f"{f}: {k} detections, no image of this name in the split")
     if not rows:
         return Predictions.empty()
     a = np.array(rows, np.float64)  # [D,6]
@@ -267,24 +423,30 @@ def read_yolo_folder(folder: str | Path, gt: GroundTruth) -> Predictions:
     return p
 
 
-def read_predictions(path: str | Path, gt: GroundTruth) -> Predictions:
+def read_predictions(
+    path: str | Path, gt: GroundTruth, report: ReadReport | None = None
+) -> Predictions:
     """PRED: a COCO results JSON file or a folder of YOLO txt files with confidence."""
     path = Path(path)
     if path.is_dir():
-        return read_yolo_folder(path, gt)
+        return read_yolo_folder(path, gt, report)
     if not path.exists():
         raise DetectError(f"{path}: no such file or folder")
-    return read_coco_results(path, gt)
+    return read_coco_results(path, gt, report)
 
 
 def load_ground_truth(
-    path: str | Path, split: str = "val", images: str | None = None
+    path: str | Path,
+    split: str = "val",
+    images: str | None = None,
+    report: ReadReport | None = None,
 ) -> GroundTruth:
     """GT for scoring: a COCO instances JSON is read here straight into float64 arrays (exact
-    and fast at COCO scale); YAML / VOC data sets go through detect.data.load_dataset."""
+    and fast at COCO scale); YAML / VOC data sets go through detect.data.load_dataset, whose
+    skipped and mended data goes to `report`."""
     if is_coco_gt(path):
         return read_coco_ground_truth(path)
     from detect.data import load_dataset
     from detect.metrics.arrays import ground_truth
 
-    return ground_truth(load_dataset(path, split=split, images=images))
+    return ground_truth(load_dataset(path, split=split, images=images, report=report))
