@@ -107,6 +107,47 @@ def test_random_cases_equal_pycocotools(seed):
     assert n > 40
 
 
+def _string_ids(gt: dict, res: list, rng: np.random.Generator) -> tuple[dict, list]:
+    """The same case with string image ids whose sorted order differs from the numeric one
+    ("a10" < "a9"), the image list shuffled, and scores rounded to one decimal (ties across
+    images, which pycocotools breaks by the sorted image ids)."""
+    names = {im["id"]: f"{rng.choice(['a', 'b', 'cam/'])}{im['id']}" for im in gt["images"]}
+    gt = copy.deepcopy(gt)
+    for im in gt["images"]:
+        im["id"] = names[im["id"]]
+    for a in gt["annotations"]:
+        a["image_id"] = names[a["image_id"]]
+    gt["images"] = [gt["images"][k] for k in rng.permutation(len(gt["images"]))]
+    res = [{**r, "image_id": names[r["image_id"]], "score": round(r["score"], 1)} for r in res]
+    return gt, res
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_string_ids_shuffled_images_and_tied_scores_equal_pycocotools(seed):
+    rng = np.random.default_rng(100 + seed)
+    n = 0
+    for _ in range(40):
+        gt, res = random_case(rng)
+        if not res:
+            continue
+        gt, res = _string_ids(gt, res, rng)
+        np.testing.assert_allclose(ours(gt, res), reference(gt, res), rtol=0, atol=1e-12)
+        n += 1
+    assert n > 25
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_shuffled_int_ids_and_tied_scores_equal_pycocotools(seed):
+    rng = np.random.default_rng(200 + seed)
+    for _ in range(40):
+        gt, res = random_case(rng)
+        if not res:
+            continue
+        gt["images"] = [gt["images"][k] for k in rng.permutation(len(gt["images"]))]
+        res = [{**r, "score": round(r["score"], 1)} for r in res]
+        np.testing.assert_allclose(ours(gt, res), reference(gt, res), rtol=0, atol=1e-12)
+
+
 def test_many_detections_per_group_truncated_to_100():
     # 1 class, > 100 detections per image: maxDets truncation per image per class before matching
     rng = np.random.default_rng(7)

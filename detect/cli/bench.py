@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from detect.cli.common import Device, Images, Iou, MaxDet, Split, console
+from detect.cli.common import (
+    Device,
+    Images,
+    Iou,
+    MaxDet,
+    Split,
+    Strict,
+    Verbose,
+    console,
+    print_report,
+)
 
 
 def command(
@@ -59,6 +69,8 @@ def command(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Write a PNG bar chart of mAP and ms/image.")
     ] = None,
+    strict: Strict = False,
+    verbose: Verbose = False,
 ) -> None:
     """Compare YOLO, the sliding window and the convolutional sliding window on DATA's val split:
     mAP50, mAP50-95 and ms/image (batch of 1, images decoded beforehand), and the number of
@@ -74,6 +86,7 @@ def command(
     window_weights = window_weights or str(data_dir("weights") / "shapes-window.safetensors")
     scale_list = parse_scales(scales)
     records = load_dataset(data, split=split, images=images)
+    print_report(records.report, strict, verbose)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

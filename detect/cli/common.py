@@ -55,12 +55,17 @@ Verbose = Annotated[
 
 
 def print_report(
-    report, strict: bool = False, verbose: bool = False, saved=None, split: str | None = None
+    report,
+    strict: bool = False,
+    verbose: bool = False,
+    saved=None,
+    split: str | None = None,
+    errors: tuple[str, ...] = ("bad_class",),
 ) -> None:
     """What a data set reader skipped or mended: per kind a summary line with its count, then
     the first entries (`file:line: reason`; all of them with `verbose`), on stderr so that a
     JSON on stdout stays clean. `saved` names a file holding the full list, `split` which
-    split the report is of. With `strict`,
+    split the report is of, `errors` the kinds to show as errors. With `strict`,
     any warning kind raises DetectError (exit 1) after the listing."""
     from detect.data.types import REPORT_KINDS
     from detect.errors import DetectError
@@ -70,7 +75,8 @@ def print_report(
         entries = report.entries.get(kind, [])
         if not entries:
             continue
-        style = "yellow" if level == "warning" else "dim"
+        level = "error" if kind in errors else level
+        style = {"error": "red", "warning": "yellow"}.get(level, "dim")
         say = err_console.print
         where = f" in split '{split}'" if split else ""
         say(f"[{style}]{level}: {len(entries)} {what}{where}[/]", highlight=False, soft_wrap=True)

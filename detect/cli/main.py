@@ -13,7 +13,10 @@ from detect import __version__
 from detect.errors import DetectError
 
 # name -> module under detect.cli; each module defines `command` (its docstring is the help).
-COMMANDS = ["predict", "train", "evaluate", "anchors", "synth", "bench", "export", "info"]
+COMMANDS = [
+    "predict", "train", "evaluate", "anchors", "check", "convert", "synth", "bench", "export",
+    "info",
+]  # fmt: skip
 
 app = typer.Typer(
     name="detect",

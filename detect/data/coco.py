@@ -108,7 +108,7 @@ def _build(path: Path, doc: Any, images_dir: Path | None, report: ReadReport) ->
             raise _Malformed("each image must be an object")
     root = images_dir if images_dir is not None else _images_dir(path, imgs)
 
-    # Per image: rows, classes, area, iscrowd (filled from the annotations below).
+    # Per image: rows, classes, area, iscrowd, difficult (filled from the annotations below).
     per_image: dict[int, tuple[list, list, list, list]] = {}
     order: list[tuple[int, str, int, int]] = []
     for im in imgs:
@@ -119,11 +119,12 @@ def _build(path: Path, doc: Any, images_dir: Path | None, report: ReadReport) ->
         if iid in per_image:
             raise _Malformed(f"duplicate image id {iid}")
         fname = im.get("file_name")
-        per_image[iid] = ([], [], [], [])
+        per_image[iid] = ([], [], [], [], [])
         order.append((iid, str(fname) if fname is not None else "", w, h))
     if not order:
         raise DetectError(f"{path}: no images")
 
+    seen: set[tuple] = set()
     for k, a in enumerate(anns):
         if not isinstance(a, dict):
             raise _Malformed(f"annotation {k} must be an object")
@@ -131,7 +132,9 @@ def _build(path: Path, doc: Any, images_dir: Path | None, report: ReadReport) ->
         iid = _int(a, "image_id", f"annotation {aid}")
         cid = _int(a, "category_id", f"annotation {aid}")
         if cid not in cls_of:
-            raise DetectError(f"{path}: annotation {aid}: category_id {cid} not in 'categories'")
+            msg = f"{path}: annotation {aid}: category_id {cid} not in 'categories'"
+            report.error("bad_class", msg)
+            continue
         lists = per_image.get(iid)
         bbox = a.get("bbox")
         xywh = [_num(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else None
@@ -143,16 +146,21 @@ def _build(path: Path, doc: Any, images_dir: Path | None, report: ReadReport) ->
         if bw == 0 or bh == 0:
             report.add("zero_size_box", f"{path}: annotation {aid}: zero-size box")
         area = _num(a.get("area"))
+        key = (iid, cid, x, y, bw, bh)
+        if key in seen:
+            report.add("duplicate_box", f"{path}: annotation {aid}: same image, class and box")
+        seen.add(key)
         lists[0].append((x, y, x + bw, y + bh))
         lists[1].append(cls_of[cid])
         lists[2].append(area if area is not None else bw * bh)
         lists[3].append(bool(a.get("iscrowd", 0)))
+        lists[4].append(bool(a.get("difficult", 0)))  # VOC's flag, as `detect convert` keeps it
 
     records = []
     for iid, fname, w, h in order:
-        rows, classes, area, crowd = per_image[iid]
+        rows, classes, area, crowd, difficult = per_image[iid]
         img_path = root / fname if fname else None
-        records.append(make_record(img_path, iid, w, h, rows, classes, area, crowd))
+        records.append(make_record(img_path, iid, w, h, rows, classes, area, crowd, difficult))
     return DatasetRecords(
         names=[cat_names[c] for c in category_ids],
         images=records,

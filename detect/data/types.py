@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.errors import DetectError
+
 
 @dataclass
 class ImageRecord:
@@ -38,6 +40,7 @@ class ImageRecord:
 # What each kind of ReadReport entry means, as the summary line names it. Warnings change what a
 # command sees (`--strict` makes them fatal); notes are ordinary data (a background image).
 REPORT_KINDS: dict[str, tuple[str, str]] = {
+    "bad_class": ("error", "labels with a class outside the names skipped"),
     "bad_line": ("warning", "malformed label lines or objects skipped"),
     "bad_image": ("warning", "unreadable or missing images skipped"),
     "missing_annotation": ("warning", "listed images without an annotation file skipped"),
@@ -45,6 +48,7 @@ REPORT_KINDS: dict[str, tuple[str, str]] = {
     "clipped_box": ("warning", "boxes outside the image clipped"),
     "zero_size_box": ("warning", "zero-size boxes (not trained on, still scored)"),
     "duplicate_box": ("warning", "duplicate boxes (same class and corners)"),
+    "orphan_label": ("warning", "label files without an image"),
     "missing_label": ("note", "images without a label file (no objects)"),
 }
 
@@ -55,10 +59,18 @@ class ReadReport:
 
     Kinds are the keys of `REPORT_KINDS`. Commands print one summary line per kind (count and
     the first entries) and `--strict` turns any warning kind into exit 1; nothing a reader
-    skips goes unsaid.
+    skips goes unsaid. A class id outside the names is a DetectError naming file:line, unless
+    `collect_errors` (what `detect check` uses to list them all) makes it a "bad_class" entry.
     """
 
     entries: dict[str, list[str]] = field(default_factory=dict)
+    collect_errors: bool = False
+
+    def error(self, kind: str, message: str) -> None:
+        """An error: raised as DetectError, or kept as an entry under `collect_errors`."""
+        if not self.collect_errors:
+            raise DetectError(message)
+        self.add(kind, message)
 
     def add(self, kind: str, message: str) -> None:
         if kind not in REPORT_KINDS:
@@ -69,8 +81,8 @@ class ReadReport:
         return len(self.entries.get(kind, ()))
 
     def warnings(self) -> int:
-        """Entries of the warning kinds (what `--strict` refuses)."""
-        return sum(len(v) for k, v in self.entries.items() if REPORT_KINDS[k][0] == "warning")
+        """Entries of the warning and error kinds (what `--strict` refuses)."""
+        return sum(len(v) for k, v in self.entries.items() if REPORT_KINDS[k][0] != "note")
 
     def merge(self, other: ReadReport) -> ReadReport:
         for kind, msgs in other.entries.items():

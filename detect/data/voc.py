@@ -257,7 +257,8 @@ def _record(
     for name_, x1, y1, x2, y2, diff, k in objects:
         cls = index.get(name_)
         if cls is None:
-            raise DetectError(f"{xml}: class '{name_}' is not in {root / 'classes.txt'}")
+            report.error("bad_class", f"{xml}: class '{name_}' is not in {root / 'classes.txt'}")
+            continue
         box, moved = clip_box(x1 - 1, y1 - 1, x2 - 1, y2 - 1, width, height)
         if moved:
             report.add("clipped_box", f"{xml}: object {k}: outside the {width}x{height} image")
