@@ -24,5 +24,12 @@ def data_dir(name: str) -> Path:
 
 
 def default_weights() -> Path:
-    """The shipped default model."""
+    """The shipped default model: real objects (PASCAL VOC, 20 classes)."""
+    voc = data_dir("weights") / "voc-tiny.safetensors"
+    return voc if voc.is_file() else shapes_weights()
+
+
+def shapes_weights() -> Path:
+    """The shapes model: the six classes of `detect synth` (tests, demos, the sliding-window
+    baselines of `detect bench`)."""
     return data_dir("weights") / "shapes-tiny.safetensors"

@@ -23,7 +23,9 @@ def command(
     data: Annotated[str, typer.Argument(help="Data set: YAML, COCO instances JSON or VOC folder.")],
     weights: Annotated[
         str | None,
-        typer.Option("--weights", help="YOLO detector weights (default: the shipped model)."),
+        typer.Option(
+            "--weights", help="YOLO detector weights (default: weights/shapes-tiny.safetensors)."
+        ),
     ] = None,
     window_weights: Annotated[
         str | None,
@@ -79,10 +81,10 @@ def command(
     from rich.table import Table
 
     from detect.data import load_dataset
-    from detect.resources import data_dir, default_weights
+    from detect.resources import data_dir, shapes_weights
     from detect.sliding import DEFAULT_SCALES, bench_methods, parse_scales
 
-    weights = weights or str(default_weights())
+    weights = weights or str(shapes_weights())
     window_weights = window_weights or str(data_dir("weights") / "shapes-window.safetensors")
     scale_list = parse_scales(scales)
     records = load_dataset(data, split=split, images=images)
