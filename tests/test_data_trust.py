@@ -99,6 +99,14 @@ def test_case_20_comma_separated_label_lines():
 # --------------------------------------------------------------------------- image identity
 
 
+def test_label_files_with_a_byte_order_mark(tmp_path):
+    data = _red_box_set(tmp_path / "set")
+    lab = tmp_path / "set/labels/val/001.txt"
+    lab.write_bytes(b"\xef\xbb\xbf" + lab.read_bytes())  # Windows editors write one
+    rec = load_dataset(data, "val")
+    assert rec.report.bad_lines == 0 and rec.num_boxes() == 5
+
+
 def test_unique_ids_rule():
     assert unique_ids(["a/000001.jpg", "b/000001.jpg", "c/000002.jpg"]) == [
         "a/000001", "b/000001", 2,

@@ -87,6 +87,8 @@ def command(
                 callback=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
     print_report(report, strict, verbose)
+    if len(dets) == 0:
+        err_console.print("[yellow]warning: no detections to score: every mAP is 0[/]")
     result = evaluate(gt, dets)
     out = err_console if json_out == "-" else console  # keep stdout clean for the JSON
     print_result(result, out)

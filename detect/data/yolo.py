@@ -191,7 +191,7 @@ def _scan(folder: Path) -> list[Path]:
 
 def _list_file(txt: Path) -> list[Path]:
     try:
-        text = txt.read_text(encoding="utf-8", errors="replace")
+        text = txt.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise DetectError(f"{txt}: cannot read ({e.strerror or e})") from None
     out = []
@@ -221,7 +221,7 @@ def _read_labels(
     rows: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
     try:
-        text = lab.read_text(encoding="utf-8", errors="replace")
+        text = lab.read_text(encoding="utf-8-sig", errors="replace")
     except FileNotFoundError:
         report.add("missing_label", f"{lab}: no label file, image has no objects")
         text = ""

@@ -377,7 +377,7 @@ def read_yolo_folder(
         i = exact.get(rel)
         if i is None:
             i = paths.find(rel, None, folder)
-        lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = f.read_text(encoding="utf-8-sig", errors="replace").splitlines()
         if i is None:
             unmatched.append((f, sum(1 for ln in lines if ln.split())))
             continue
