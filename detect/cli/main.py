@@ -70,6 +70,9 @@ def run() -> None:
     # (measured: 10x slower inference, 4-6x slower training steps; bench/README.md). An explicit
     # setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # FFmpeg's own log lines ("moov atom not found", once per open attempt) would only repeat
+    # the one line `detect` prints for a file it cannot read; OpenCV reads this at first use.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         app()
     except DetectError as e:
