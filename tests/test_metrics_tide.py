@@ -143,8 +143,14 @@ def case(gts, dets, cats=(1, 2), images=(1,)):
             "images": [img(i) for i in images],
             "categories": [{"id": c, "name": f"c{c}"} for c in cats],
             "annotations": [
-                {"id": n + 1, "image_id": g[0], "category_id": g[1], "bbox": g[2],
-                 "area": g[2][2] * g[2][3], "iscrowd": g[3] if len(g) > 3 else 0}
+                {
+                    "id": n + 1,
+                    "image_id": g[0],
+                    "category_id": g[1],
+                    "bbox": g[2],
+                    "area": g[2][2] * g[2][3],
+                    "iscrowd": g[3] if len(g) > 3 else 0,
+                }
                 for n, g in enumerate(gts)
             ],  # fmt: skip
         },

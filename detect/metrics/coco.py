@@ -134,6 +134,15 @@ def _segments(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(first), np.cumsum(first) - 1
 
 
+def _first_max(v: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per segment of `v` (starts, seg as _segments gives): the max and the position of its
+    first occurrence (np.argmax's choice)."""
+    mx = np.maximum.reduceat(v, starts)
+    hit = np.flatnonzero(v == mx[seg])
+    first = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]
+    return mx, first
+
+
 def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) -> CocoMatch:
     """Greedy COCO matching for every (area range, IoU threshold) at once.
 

@@ -11,7 +11,7 @@ import gc
 import math
 from contextlib import contextmanager
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -151,9 +151,10 @@ def _predictions(img: list, cat: list, score, bbox, gt: GroundTruth, source) -> 
     return p
 
 
-def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray:
+def _index(values: list | np.ndarray, known: list, source, what: str, why: str) -> np.ndarray:
     """Map ids to their position in `known`; the first unknown one is a DetectError."""
-    if set(map(type, values)) <= {int} and set(map(type, known)) <= {int}:
+    ints = isinstance(values, np.ndarray) or set(map(type, values)) <= {int}
+    if ints and set(map(type, known)) <= {int}:
         # the common case, vectorised: binary search among the known ids
         v = np.asarray(values, np.int64)
         k = np.asarray(known, np.int64)
@@ -163,6 +164,8 @@ def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray
         if bad.any():
             raise DetectError(f"{source}: {what} {int(v[np.argmax(bad)])} is {why}")
         return o[pos]
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     lookup = {k: n for n, k in enumerate(known)}
     # ids written as strings of digits for int ids (and back) still match
     for k, n in list(lookup.items()):
@@ -179,9 +182,10 @@ def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray
 
 
 def _fast_columns(data: bytes) -> tuple | None:
-    """(image_id list, category_id list, score [N], bbox [N,4]) by msgspec's typed decoder (no
-    dicts built: ~4x faster than a generic parse), or None (not installed, or the file does not
-    fit the schema: the generic path then reads it or says what is wrong)."""
+    """(image_id, category_id, score [N], bbox [N,4]) by msgspec's typed decoder (no dicts
+    built: ~4x faster than a generic parse), or None (not installed, or the file does not fit
+    the schema: the generic path then reads it or says what is wrong). Integer ids come back
+    as int64 arrays, other ids as lists."""
     try:
         import msgspec
     except ImportError:
@@ -206,10 +210,13 @@ def _fast_columns(data: bytes) -> tuple | None:
     if items is None:
         return None
     n = len(items)
-    img = [d.image_id for d in items]
-    cat = [d.category_id for d in items]
-    score = np.fromiter([d.score for d in items], np.float64, n)
-    bbox = np.fromiter(chain.from_iterable([d.bbox for d in items]), np.float64, 4 * n)
+    if schema is Det:
+        img = np.fromiter(map(attrgetter("image_id"), items), np.int64, n)
+    else:
+        img = list(map(attrgetter("image_id"), items))
+    cat = np.fromiter(map(attrgetter("category_id"), items), np.int64, n)
+    score = np.fromiter(map(attrgetter("score"), items), np.float64, n)
+    bbox = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), items)), np.float64, 4 * n)
     return img, cat, score, bbox.reshape(n, 4)
 
 

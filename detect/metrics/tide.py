@@ -35,7 +35,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from detect.metrics.arrays import GroundTruth, Predictions
-from detect.metrics.coco import _segments, box_iou_xywh, recall_counts, stable_argsort
+from detect.metrics.coco import (
+    _first_max,
+    _segments,
+    box_iou_xywh,
+    recall_counts,
+    stable_argsort,
+)
 
 MAIN_ERRORS = ("cls", "loc", "both", "dupe", "bkg", "miss")
 SPECIAL_ERRORS = ("fp", "fn")
@@ -72,15 +78,6 @@ class TideResult:
             "pos_threshold": self.pos_thr,
             "background_threshold": self.bg_thr,
         }
-
-
-def _first_max(v: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per segment of `v` (starts, seg as _segments gives): the max and the position of its
-    first occurrence (np.argmax's choice)."""
-    mx = np.maximum.reduceat(v, starts)
-    hit = np.flatnonzero(v == mx[seg])
-    first = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]
-    return mx, first
 
 
 def _mean_ap(cls: np.ndarray, tp: np.ndarray, npos: np.ndarray, present: np.ndarray) -> float:
