@@ -87,7 +87,7 @@ def test_paired_bootstrap_is_seeded_and_paired():
     np.testing.assert_allclose(bs.diff[1], b.coco_stats[:2] - a.coco_stats[:2], atol=1e-12)
     # a run against itself: every paired draw differs by exactly 0
     assert bs.low[2].tolist() == [0, 0] and bs.high[2].tolist() == [0, 0]
-    assert (bs.low <= bs.high).all() and ((0 <= bs.p_not_better) & (bs.p_not_better <= 1)).all()
+    assert (bs.low <= bs.high).all() and ((bs.p_not_better >= 0) & (bs.p_not_better <= 1)).all()
     # the draws themselves: the interval is the percentiles of the per-draw differences
     r0, r1 = (_Run(g, p, m, CocoParams()) for p, m in runs[:2])
     draw = np.random.default_rng(3)

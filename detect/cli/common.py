@@ -1,6 +1,8 @@
 """Pieces every command shares: the console, option types, and output helpers.
 
-Nothing here imports torch: commands import heavy modules inside their bodies.
+Nothing here imports torch: commands import heavy modules inside their bodies. The rich consoles
+are made on first use (`console`: human output, tables, summaries; `err_console`: stderr), so a
+command that prints plain text (evaluate) never imports rich.
 """
 
 from __future__ import annotations
@@ -8,10 +10,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()  # human output: tables, summaries
-err_console = Console(stderr=True)
+
+def __getattr__(name: str):
+    if name in ("console", "err_console"):
+        from rich.console import Console
+
+        globals()["console"] = Console()
+        globals()["err_console"] = Console(stderr=True)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Shared options (contract: "Shared options where they apply").
 Device = Annotated[

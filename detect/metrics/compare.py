@@ -127,12 +127,12 @@ def paired_bootstrap(
     """
     p = params or CocoParams()
     rs = [_Run(gt, pr, m, p) for pr, m in runs]
-    I = gt.num_images
-    base = np.array([r.maps(np.ones(I, np.int64)) for r in rs])  # [runs, 2]
+    n_img = gt.num_images
+    base = np.array([r.maps(np.ones(n_img, np.int64)) for r in rs])  # [runs, 2]
     rng = np.random.default_rng(seed)
     draws = np.full((n, len(rs), 2), np.nan)
     for b in range(n):
-        w = np.bincount(rng.integers(0, I, I), minlength=I)
+        w = np.bincount(rng.integers(0, n_img, n_img), minlength=n_img)
         draws[b] = [r.maps(w) for r in rs]
         if callback is not None:
             callback(b + 1, n)
@@ -144,3 +144,68 @@ def paired_bootstrap(
     high = np.quantile(d, 1 - a, axis=0) if len(d) else np.full(base.shape, np.nan)
     p_nb = (d <= 0).mean(axis=0) if len(d) else np.full(base.shape, np.nan)
     return Bootstrap(n, seed, confidence, base - base[:1], low, high, p_nb)
+
+
+@dataclass
+class Comparison:
+    """Several prediction sets scored on one ground truth, the first being the baseline."""
+
+    names: list[str]
+    results: list  # list[EvalResult], one per name
+    bootstrap: Bootstrap | None = None
+
+    def to_json(self) -> dict:
+        """{"runs": [each run's `detect evaluate --json` dict + "name"], "compare": [per run
+        after the first: differences to the first (+ "bootstrap" when drawn)]}."""
+        runs = [{"name": n, **r.to_json()} for n, r in zip(self.names, self.results, strict=True)]
+        base = runs[0]
+        compare = []
+        for i, run in enumerate(runs[1:], 1):
+            d = {
+                "name": run["name"],
+                "baseline": base["name"],
+                "coco": {k: run["coco"][k] - base["coco"][k] for k in base["coco"]},
+                "voc07_mAP": run["voc07"]["mAP"] - base["voc07"]["mAP"],
+                "voc_mAP": run["voc"]["mAP"] - base["voc"]["mAP"],
+                "per_class_AP": {
+                    c["name"]: c["AP"] - b["AP"] if min(c["AP"], b["AP"]) >= 0 else None
+                    for c, b in zip(run["per_class"], base["per_class"], strict=True)
+                },
+            }
+            if "tide" in run and "tide" in base:
+                d["tide_dAP"] = {
+                    k: run["tide"]["dAP"][k] - base["tide"]["dAP"][k] for k in base["tide"]["dAP"]
+                }
+            if self.bootstrap is not None:
+                d["bootstrap"] = {
+                    "n": self.bootstrap.n,
+                    "seed": self.bootstrap.seed,
+                    "confidence": self.bootstrap.confidence,
+                    **self.bootstrap.to_json(i),
+                }
+            compare.append(d)
+        return {"runs": runs, "compare": compare}
+
+
+def compare_runs(
+    gt,
+    dets: dict,
+    *,
+    tide: bool = False,
+    at_precision: float | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    callback=None,
+) -> Comparison:
+    """Score each prediction set of `dets` ({name: Detections | Predictions}, the first the
+    baseline) on `gt` with detect.metrics.evaluate, and with `bootstrap` > 0 draw that many
+    paired bootstrap samples (paired_bootstrap; `callback(done, total)` after each)."""
+    from detect.metrics.evaluate import evaluate
+
+    results = [evaluate(gt, d, tide=tide, at_precision=at_precision) for d in dets.values()]
+    bs = None
+    if bootstrap > 0 and len(results) > 1:
+        g = results[0].gt
+        runs = [(r.pred, r.match) for r in results]
+        bs = paired_bootstrap(g, runs, n=bootstrap, seed=seed, callback=callback)
+    return Comparison(list(dets), results, bs)
