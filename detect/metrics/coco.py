@@ -66,6 +66,18 @@ class CocoMatch:
     npig: np.ndarray  # int64 [K, A] GT boxes not ignored, per class and area range
     score_rank: np.ndarray  # int64 [D] dense rank of decreasing score (equal scores, equal rank)
 
+    _class_order: np.ndarray | None = field(default=None, repr=False)
+
+    def class_order(self, pr: Predictions) -> np.ndarray:
+        """int64 [D]: the kept detections by class, then decreasing score, ties in (image,
+        rank) order: COCOeval.accumulate's order. Computed once (accumulate, operating points
+        and the bootstrap share it)."""
+        if self._class_order is None:
+            cls = pr.classes[self.det]
+            key = cls * (int(self.score_rank.max(initial=0)) + 1) + self.score_rank
+            self._class_order = stable_argsort(key)
+        return self._class_order
+
 
 @dataclass
 class CocoResult:
@@ -245,11 +257,19 @@ def recall_counts(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
 
 
 def accumulate(
-    gt: GroundTruth, pr: Predictions, m: CocoMatch, params: CocoParams | None = None
+    gt: GroundTruth,
+    pr: Predictions,
+    m: CocoMatch,
+    params: CocoParams | None = None,
+    precision_for: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision [T, R, K, A, M] at the recall thresholds and recall [T, K, A, M], as
     COCOeval.accumulate: per class, detections of all images by decreasing score (stable over
     image order then rank), ignored ones neither TP nor FP, interpolated precision envelope.
+
+    `precision_for`: the max_dets whose precision is computed (default: all, as pycocotools);
+    the others are NaN. COCOeval.stats reads precision at max_dets[-1] only, so evaluate()
+    asks for that one and skips 2/3 of the work; recall is always complete.
 
     Only true positives matter: the envelope at the first detection reaching recall r is the
     max precision over the TPs from the c-th on (precision only rises at a TP), so everything
@@ -265,9 +285,8 @@ def accumulate(
 
     # per class by decreasing score; m.det is in (image, class, rank) order, so a stable sort
     # leaves ties in image then rank order, as pycocotools' concatenation + mergesort
-    cls = pr.classes[m.det]
-    order = stable_argsort(cls * (m.score_rank.max(initial=0) + 1) + m.score_rank)
-    cls_s, rank_s = cls[order], m.rank[order]
+    order = m.class_order(pr)
+    cls_s, rank_s = pr.classes[m.det][order], m.rank[order]
     # "hot" detections are matched at some (area, threshold); the others (most of them) are a
     # FP wherever their area is in range, the same for every threshold: counted per area only
     hot_s = m.matched.any(axis=(0, 1))[order]
@@ -287,6 +306,14 @@ def accumulate(
             hsel = sel[H_all]
             c, H = cls_s[sel], new_pos[H_all[hsel]]
             tp, nig, cold = tp_all[:, :, hsel], nig_all[:, :, hsel], cold_all[:, sel]
+        if precision_for is not None and max_det not in precision_for:
+            # recall only: TP count per (area, threshold, class)
+            at, jh = np.divmod(np.flatnonzero(tp), max(len(H), 1))
+            ntp = np.bincount(at * K + c[H[jh]], minlength=A * T * K).reshape(A, T, K)
+            precision[:, :, :, :, mi] = np.nan
+            rc = np.where(has_gt[:, None, :], ntp / np.maximum(m.npig.T, 1)[:, None, :], -1.0)
+            recall[:, :, :, mi] = rc.transpose(1, 2, 0)
+            continue
         n = len(c)
         bounds = np.searchsorted(c, np.arange(K + 1))  # class segments
         ccold = np.zeros((A, n + 1), np.int32)  # running count of cold non-ignored

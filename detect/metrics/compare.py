@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detect.metrics.arrays import GroundTruth, Predictions
-from detect.metrics.coco import CocoMatch, CocoParams, recall_counts, stable_argsort
+from detect.metrics.coco import CocoMatch, CocoParams, recall_counts
 
 
 class _Run:
@@ -26,7 +26,7 @@ class _Run:
     def __init__(self, gt: GroundTruth, pr: Predictions, m: CocoMatch, p: CocoParams):
         K = gt.num_classes
         cls = pr.classes[m.det]
-        o = stable_argsort(cls * (int(m.score_rank.max(initial=0)) + 1) + m.score_rank)
+        o = m.class_order(pr)
         self.cls = cls[o]
         self.image = pr.image[m.det][o]
         tp = m.matched[0][:, o] & ~m.matched_ignored[0][:, o]  # [T,D] area "all"

@@ -127,7 +127,8 @@ def evaluate(
     p = predictions(dets, g)
     params = params or CocoParams()
     m = match(g, p, params)
-    precision, recall = accumulate(g, p, m, params)
+    # COCOeval.stats reads precision at the last max_dets only
+    precision, recall = accumulate(g, p, m, params, precision_for=params.max_dets[-1:])
     coco = CocoResult(precision, recall, summarize(precision, recall, params), params)
     voc = evaluate_voc(g, p)
     ops = operating_points(g, p, m, params, at_precision)

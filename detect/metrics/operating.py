@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detect.metrics.arrays import GroundTruth, Predictions
-from detect.metrics.coco import CocoMatch, CocoParams, _first_max, stable_argsort
+from detect.metrics.coco import CocoMatch, CocoParams, _first_max
 
 
 @dataclass
@@ -97,7 +97,7 @@ def operating_points(
     nk = int(has.sum())
     # by class, then decreasing score; one entry per (class, distinct score): the counts of
     # everything scored at least that much (ties are kept or dropped together)
-    o = stable_argsort(cls * (int(sr.max(initial=0)) + 1) + sr)
+    o = m.class_order(pr)
     c, s = cls[o], sr[o]
     ctp, cfp = np.cumsum(tp[o]), np.cumsum(fp[o])
     last = np.flatnonzero(np.r_[(c[1:] != c[:-1]) | (s[1:] != s[:-1]), True]) if len(o) else o

@@ -92,6 +92,11 @@ def coco_ground_truth(obj: dict, source: str | Path = "ground truth") -> GroundT
         raise DetectError(
             f"{source}: not a COCO instances JSON ({type(e).__name__}: {e})"
         ) from None
+    return _ground_truth(cat_ids, names, img_ids, img_names, wh, a_img, a_cat, bbox, area, crowd,
+                         source)  # fmt: skip
+
+
+def _ground_truth(cat_ids, names, img_ids, img_names, wh, a_img, a_cat, bbox, area, crowd, source):
     img_index = {i: n for n, i in enumerate(img_ids)}
     cat_index = {c: n for n, c in enumerate(cat_ids)}
     try:
@@ -113,12 +118,73 @@ def coco_ground_truth(obj: dict, source: str | Path = "ground truth") -> GroundT
         xywh=bbox,
         area=area,
         iscrowd=crowd,
-        difficult=np.zeros(len(anns), bool),
+        difficult=np.zeros(len(a_img), bool),
     )
 
 
+def _fast_gt(data: bytes):
+    """A COCO instances file as msgspec structs of just the fields scoring reads (masks and
+    other fields are skipped unparsed), or None where it does not fit (the generic path then
+    reads it or says what is wrong)."""
+    try:
+        import msgspec
+    except ImportError:
+        return None
+
+    class Image(msgspec.Struct, gc=False):
+        id: int | str
+        file_name: str | None = None
+        width: int = 0
+        height: int = 0
+
+    class Ann(msgspec.Struct, gc=False):
+        image_id: int | str
+        category_id: int
+        bbox: tuple[float, float, float, float]
+        area: float | None = None
+        iscrowd: int = 0
+
+    class Cat(msgspec.Struct, gc=False):
+        id: int
+        name: str | None = None
+
+    class Doc(msgspec.Struct, gc=False):
+        images: list[Image]
+        categories: list[Cat]
+        annotations: list[Ann] = []
+
+    try:
+        return msgspec.json.decode(data, type=Doc)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def read_coco_ground_truth(path: str | Path) -> GroundTruth:
-    return coco_ground_truth(load_json(path), path)
+    path = Path(path)
+    data = _read_bytes(path)
+    with _no_gc():
+        doc = _fast_gt(data)
+        if doc is None:
+            return coco_ground_truth(_loads(data, path), path)
+        images, anns = doc.images, doc.annotations
+        n = len(anns)
+        bbox = np.fromiter(chain.from_iterable(a.bbox for a in anns), np.float64, 4 * n)
+        bbox = bbox.reshape(n, 4)
+        area = np.array([a.area for a in anns], np.float64)  # None -> NaN: the box area
+        area = np.where(np.isnan(area), bbox[:, 2] * bbox[:, 3], area)
+        return _ground_truth(
+            cat_ids=[c.id for c in doc.categories],
+            names=[str(c.id if c.name is None else c.name) for c in doc.categories],
+            img_ids=[im.id for im in images],
+            img_names=[str(im.id if im.file_name is None else im.file_name) for im in images],
+            wh=np.array([(im.width, im.height) for im in images], np.int64),
+            a_img=[a.image_id for a in anns],
+            a_cat=[a.category_id for a in anns],
+            bbox=bbox,
+            area=area,
+            crowd=np.array([a.iscrowd for a in anns], bool),
+            source=path,
+        )
 
 
 def coco_results(obj, gt: GroundTruth, source: str | Path = "predictions") -> Predictions:
