@@ -131,27 +131,26 @@ def _fast_gt(data: bytes):
     except ImportError:
         return None
 
-    class Image(msgspec.Struct, gc=False):
-        id: int | str
-        file_name: str | None = None
-        width: int = 0
-        height: int = 0
-
-    class Ann(msgspec.Struct, gc=False):
-        image_id: int | str
-        category_id: int
-        bbox: tuple[float, float, float, float]
-        area: float | None = None
-        iscrowd: int = 0
-
-    class Cat(msgspec.Struct, gc=False):
-        id: int
-        name: str | None = None
-
-    class Doc(msgspec.Struct, gc=False):
-        images: list[Image]
-        categories: list[Cat]
-        annotations: list[Ann] = []
+    # defstruct: class bodies here would see their nested types as strings (PEP 563)
+    image = msgspec.defstruct(
+        "Image",
+        [("id", int | str), ("file_name", str | None, None), ("width", int, 0), ("height", int, 0)],
+        gc=False,
+    )
+    ann = msgspec.defstruct(
+        "Ann",
+        [
+            ("image_id", int | str),
+            ("category_id", int),
+            ("bbox", tuple[float, float, float, float]),
+            ("area", float | None, None),
+            ("iscrowd", int, 0),
+        ],
+        gc=False,
+    )
+    cat = msgspec.defstruct("Cat", [("id", int), ("name", str | None, None)], gc=False)
+    Doc = msgspec.defstruct("Doc", [("images", list[image]), ("categories", list[cat]),
+                                    ("annotations", list[ann], [])], gc=False)  # fmt: skip
 
     try:
         return msgspec.json.decode(data, type=Doc)
