@@ -146,6 +146,19 @@ def _segments(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(first), np.cumsum(first) - 1
 
 
+def group_ranges(
+    key_sorted: np.ndarray, query: np.ndarray, n_keys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start [Q], count [Q]) of each query's run in `key_sorted` (non-negative int keys below
+    `n_keys`): searchsorted left and right, by a table lookup when the key space is small."""
+    if n_keys <= 4 * (len(query) + len(key_sorted)) + 1_000_000:
+        counts = np.bincount(key_sorted, minlength=n_keys)
+        starts = np.cumsum(counts) - counts
+        return starts[query], counts[query]
+    lo = np.searchsorted(key_sorted, query, "left")
+    return lo, np.searchsorted(key_sorted, query, "right") - lo
+
+
 def _first_max(v: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per segment of `v` (starts, seg as _segments gives): the max and the position of its
     first occurrence (np.argmax's choice)."""
@@ -193,8 +206,7 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
     out_of_range = (darea[None] < lo) | (darea[None] > hi)  # [A,D]
 
     # every (detection, GT) pair of the same group
-    g_lo = np.searchsorted(gkey_s, dkey_k, "left")
-    cnt = np.searchsorted(gkey_s, dkey_k, "right") - g_lo  # [D]
+    g_lo, cnt = group_ranges(gkey_s, dkey_k, gt.num_images * C)  # [D] GT of the group
     pair_det = np.repeat(np.arange(D), cnt)  # [P]
     off = np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
     pair_pos = np.repeat(g_lo, cnt) + off  # position in gorder: file order inside the group

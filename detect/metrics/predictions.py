@@ -223,6 +223,15 @@ def _index(values: list | np.ndarray, known: list, source, what: str, why: str) 
         # the common case, vectorised: binary search among the known ids
         v = np.asarray(values, np.int64)
         k = np.asarray(known, np.int64)
+        small = len(k) and k.min() >= 0 and k.max() < 4 * len(v) + 1_000_000
+        if small and len(np.unique(k)) == len(k):
+            # small unique non-negative ids (COCO's): a table lookup, not a binary search
+            table = np.full(int(k.max()) + 2, -1, np.int64)  # last slot: any id out of range
+            table[k] = np.arange(len(k))
+            pos = table[np.where((v >= 0) & (v <= k.max()), v, len(table) - 1)]
+            if (pos < 0).any():
+                raise DetectError(f"{source}: {what} {int(v[np.argmax(pos < 0)])} is {why}")
+            return pos
         o = np.argsort(k, kind="stable")
         pos = np.minimum(np.searchsorted(k[o], v), len(k) - 1)
         bad = k[o][pos] != v

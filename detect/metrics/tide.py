@@ -39,6 +39,7 @@ from detect.metrics.coco import (
     _first_max,
     _segments,
     box_iou_xywh,
+    group_ranges,
     recall_counts,
     stable_argsort,
 )
@@ -147,8 +148,7 @@ def evaluate_tide(
     pos_gt = np.flatnonzero(~ign)
     go = pos_gt[np.argsort(gt.image[pos_gt], kind="stable")]
     gimg = gt.image[go]
-    g_lo = np.searchsorted(gimg, dimg, "left")
-    cnt = np.searchsorted(gimg, dimg, "right") - g_lo  # [D] positive GT in the image
+    g_lo, cnt = group_ranges(gimg, dimg, gt.num_images)  # [D] positive GT in the image
     pstart = np.cumsum(cnt) - cnt
     pair_d = np.repeat(np.arange(D), cnt)
     pair_g = go[np.repeat(g_lo - pstart, cnt) + np.arange(len(pair_d))]

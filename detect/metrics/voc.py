@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detect.metrics.arrays import GroundTruth, Predictions
-from detect.metrics.coco import _first_max, _segments, stable_argsort
+from detect.metrics.coco import _first_max, _segments, group_ranges, stable_argsort
 
 
 @dataclass
@@ -78,8 +78,7 @@ def voc_match(
     gorder = np.argsort(gkey, kind="stable")
     gkey_s = gkey[gorder]
     dkey = pr.image * C + pr.classes
-    lo = np.searchsorted(gkey_s, dkey, "left")
-    cnt = np.searchsorted(gkey_s, dkey, "right") - lo  # [D]
+    lo, cnt = group_ranges(gkey_s, dkey, gt.num_images * C)  # [D] GT of the group
     pair_det = np.repeat(np.arange(D), cnt)
     pair_pos = np.repeat(lo, cnt) + np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
     pair_gt = gorder[pair_pos]  # pair_pos: GT file order inside the group
