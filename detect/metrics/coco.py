@@ -66,6 +66,9 @@ class CocoMatch:
     npig: np.ndarray  # int64 [K, A] GT boxes not ignored, per class and area range
     score_rank: np.ndarray  # int64 [D] dense rank of decreasing score (equal scores, equal rank)
 
+    # (detection [P], GT [P], IoU floor, every detection kept): the same-group pairs with COCO
+    # IoU >= the floor, grouped by detection, GT in file order; VOC re-uses them
+    pairs: tuple | None = field(default=None, repr=False)
     _class_order: np.ndarray | None = field(default=None, repr=False)
 
     def class_order(self, pr: Predictions) -> np.ndarray:
@@ -213,8 +216,11 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
     pair_gt = gorder[pair_pos]
     iou = box_iou_xywh(dxywh[pair_det], gt.xywh[pair_gt], gt.iscrowd[pair_gt])
     thr = np.minimum(p.iou_thrs, 1 - 1e-10)  # [T]
-    sel = iou >= thr.min()  # a pair below every threshold never matches
+    # a pair below every threshold never matches; the 1e-9 margin keeps every pair whose IoU
+    # by another formula (VOC's corners) could reach it: VOC re-uses these pairs (pairs_50)
+    sel = iou >= thr.min() - 1e-9
     pair_det, pair_pos, pair_gt, iou = pair_det[sel], pair_pos[sel], pair_gt[sel], iou[sel]
+    pairs = (det[pair_det], pair_gt, float(thr.min() - 1e-9), len(pr) == D)
 
     # order pairs by (det rank, det, iou, gt position): q ranks a det's candidates so that the
     # max of q over eligible ones is pycocotools' pick (highest IoU, ties -> later GT)
@@ -254,7 +260,7 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
         hit = at * D + pd[j]
         matched_f[hit] = True
         matched_ig_f[hit] = ~nonig.reshape(-1)[(at // T) * n + j]
-    return CocoMatch(det, rank, matched, matched_ig, out_of_range, npig, srank)
+    return CocoMatch(det, rank, matched, matched_ig, out_of_range, npig, srank, pairs=pairs)
 
 
 def recall_counts(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:

@@ -130,7 +130,7 @@ def evaluate(
     # COCOeval.stats reads precision at the last max_dets only
     precision, recall = accumulate(g, p, m, params, precision_for=params.max_dets[-1:])
     coco = CocoResult(precision, recall, summarize(precision, recall, params), params)
-    voc = evaluate_voc(g, p)
+    voc = evaluate_voc(g, p, pairs=m.pairs)
     ops = operating_points(g, p, m, params, at_precision)
     tide_result = evaluate_tide(g, p) if tide else None
     K = g.num_classes

@@ -66,22 +66,31 @@ def pair_iou_xyxy(d: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def voc_match(
-    gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5, order: np.ndarray | None = None
+    gt: GroundTruth,
+    pr: Predictions,
+    iou_thr: float = 0.5,
+    order: np.ndarray | None = None,
+    pairs: tuple | None = None,
 ) -> np.ndarray:
     """Outcome per detection: int8 [D], 1 TP, 0 FP, -1 ignored (matched a difficult GT).
 
     `order`: the detections by class then decreasing score, stable (computed if not given).
+    `pairs`: CocoMatch.pairs, re-used when they hold every detection and every pair that can
+    reach iou_thr (only the best GT at >= iou_thr matters: below, the detection is FP anyway).
     """
     C = gt.num_classes
     D = len(pr)
-    gkey = gt.image * C + gt.classes
-    gorder = np.argsort(gkey, kind="stable")
-    gkey_s = gkey[gorder]
-    dkey = pr.image * C + pr.classes
-    lo, cnt = group_ranges(gkey_s, dkey, gt.num_images * C)  # [D] GT of the group
-    pair_det = np.repeat(np.arange(D), cnt)
-    pair_pos = np.repeat(lo, cnt) + np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    pair_gt = gorder[pair_pos]  # pair_pos: GT file order inside the group
+    if pairs is not None and pairs[3] and pairs[2] <= iou_thr - 1e-10:
+        pair_det, pair_gt = pairs[0], pairs[1]
+    else:
+        gkey = gt.image * C + gt.classes
+        gorder = np.argsort(gkey, kind="stable")
+        gkey_s = gkey[gorder]
+        dkey = pr.image * C + pr.classes
+        lo, cnt = group_ranges(gkey_s, dkey, gt.num_images * C)  # [D] GT of the group
+        pair_det = np.repeat(np.arange(D), cnt)
+        pos = np.repeat(lo, cnt) + np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        pair_gt = gorder[pos]  # pos: GT file order inside the group
     dxy = pr.xywh[pair_det]
     gxy = gt.xywh[pair_gt]
     iou = pair_iou_xyxy(
@@ -121,10 +130,13 @@ def _class_score_order(pr: Predictions) -> np.ndarray:
     return stable_argsort(pr.classes * (int(srank.max(initial=0)) + 1) + srank)
 
 
-def evaluate_voc(gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5) -> VocResult:
+def evaluate_voc(
+    gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5, pairs: tuple | None = None
+) -> VocResult:
+    """Per-class VOC07 and VOC AP (module docstring); `pairs`: CocoMatch.pairs to re-use."""
     K = gt.num_classes
     order = _class_score_order(pr)
-    res = voc_match(gt, pr, iou_thr, order)
+    res = voc_match(gt, pr, iou_thr, order, pairs)
     npos = np.bincount(gt.classes[~(gt.difficult | gt.iscrowd)], minlength=K)
     cls_s, res_s = pr.classes[order], res[order]
     bounds = np.searchsorted(cls_s, np.arange(K + 1))
