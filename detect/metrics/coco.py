@@ -60,8 +60,9 @@ class CocoMatch:
 
     det: np.ndarray  # int64 [D] index into Predictions
     rank: np.ndarray  # int64 [D] rank by score inside its (image, class) group
-    matched: np.ndarray  # bool [A, T, D] matched to a GT at (area range, IoU threshold)
-    matched_ignored: np.ndarray  # bool [A, T, D] ... and that GT is ignored (crowd/area/difficult)
+    # int8 [D, A, T] at (area range, IoU threshold): 0 unmatched, 1 matched to a counted GT (a
+    # true positive), 2 matched to an ignored GT (crowd, out of the area range, difficult)
+    state: np.ndarray
     out_of_range: np.ndarray  # bool [A, D] detection area outside the area range
     npig: np.ndarray  # int64 [K, A] GT boxes not ignored, per class and area range
     score_rank: np.ndarray  # int64 [D] dense rank of decreasing score (equal scores, equal rank)
@@ -70,6 +71,16 @@ class CocoMatch:
     # IoU >= the floor, grouped by detection, GT in file order; VOC re-uses them
     pairs: tuple | None = field(default=None, repr=False)
     _class_order: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def matched(self) -> np.ndarray:
+        """bool [A, T, D] matched to a GT at (area range, IoU threshold)."""
+        return (self.state > 0).transpose(1, 2, 0)
+
+    @property
+    def matched_ignored(self) -> np.ndarray:
+        """bool [A, T, D] matched, and that GT is ignored."""
+        return (self.state == 2).transpose(1, 2, 0)
 
     def class_order(self, pr: Predictions) -> np.ndarray:
         """int64 [D]: the kept detections by class, then decreasing score, ties in (image,
@@ -234,13 +245,15 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
     pair_det, pair_gt, iou, q = pair_det[o], pair_gt[o], iou[o], q[o]
     big = np.int32(len(pair_det) + 1)  # non-ignored GT first (int32: half the memory traffic)
 
-    matched = np.zeros((A, T, D), bool)
-    matched_ig = np.zeros((A, T, D), bool)
+    # detection-major state and GT-major "taken" flags: a detection's (or GT's) A*T flags are
+    # contiguous, so the per-round gathers and scatters touch few cache lines
+    AT = A * T
+    state = np.zeros((D, AT), np.int8)
     G = len(gt.classes)
-    taken = np.zeros((A, T, G), bool)
-    # flat views: scattering with one flat index is much cheaper than with three
-    matched_f, matched_ig_f = matched.reshape(-1), matched_ig.reshape(-1)
-    taken_f = taken.reshape(-1)
+    taken = np.zeros((G, AT), bool)
+    state_f, taken_f = state.reshape(-1), taken.reshape(-1)
+    thr_at = np.tile(thr, A)  # [AT] the threshold of column a * T + t
+    counted_gt = ~gt_ig.T  # [G,A]
     r_bounds = np.searchsorted(rank[pair_det], np.arange(p.max_dets[-1] + 1))
     for r in range(p.max_dets[-1]):
         s = slice(r_bounds[r], r_bounds[r + 1])
@@ -248,19 +261,28 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
             continue
         pd, pg, pq = pair_det[s], pair_gt[s], q[s]
         seg_starts, seg = _segments(pd)
-        ok = iou[s][None, None, :] >= thr[None, :, None]  # [1,T,n]
-        avail = ~taken[:, :, pg] | gt.iscrowd[pg]  # [A,T,n]
-        nonig = ~gt_ig[:, pg]  # [A,n]
-        key = np.where(ok & avail, pq + nonig[:, None, :] * big, 0)  # [A,T,n]
-        best = np.maximum.reduceat(key, seg_starts, axis=2)  # [A,T,S]
-        win = (key == best[:, :, seg]) & (key > 0)
-        n = len(pd)
-        at, j = np.divmod(np.flatnonzero(win), n)  # at = a * T + t
-        taken_f[at * G + pg[j]] = True
-        hit = at * D + pd[j]
-        matched_f[hit] = True
-        matched_ig_f[hit] = ~nonig.reshape(-1)[(at // T) * n + j]
-    return CocoMatch(det, rank, matched, matched_ig, out_of_range, npig, srank, pairs=pairs)
+        ok = iou[s][:, None] >= thr_at[None, :]  # [n,AT]
+        avail = ~taken[pg] | gt.iscrowd[pg][:, None]  # [n,AT]
+        nonig = np.repeat(counted_gt[pg], T, axis=1)  # [n,AT]
+        cand = ok & avail
+        # a detection with one candidate GT (most) takes it wherever it can: whole rows at once
+        # (in a round each group has one detection, so no two of them share a GT)
+        single = np.diff(np.r_[seg_starts, len(pd)]) == 1
+        one = seg_starts[single]
+        if len(one):
+            w1 = cand[one]
+            taken[pg[one]] |= w1
+            state[pd[one]] = w1.view(np.int8) * (2 - nonig[one].view(np.int8))  # 1 TP, 2 ign.
+        multi = np.flatnonzero(~single[seg])  # pairs of detections with several candidates
+        if len(multi):
+            m_starts, m_seg = _segments(pd[multi])
+            key = np.where(cand[multi], pq[multi, None] + nonig[multi] * big, 0)  # [n,AT]
+            best = np.maximum.reduceat(key, m_starts, axis=0)  # [S,AT]
+            win = (key == best[m_seg]) & (key > 0)
+            j, at = np.divmod(np.flatnonzero(win), AT)
+            taken_f[pg[multi[j]] * AT + at] = True
+            state_f[pd[multi[j]] * AT + at] = np.where(nonig[multi[j], at], 1, 2)
+    return CocoMatch(det, rank, state.reshape(D, A, T), out_of_range, npig, srank, pairs=pairs)
 
 
 def recall_counts(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
@@ -307,11 +329,12 @@ def accumulate(
     cls_s, rank_s = pr.classes[m.det][order], m.rank[order]
     # "hot" detections are matched at some (area, threshold); the others (most of them) are a
     # FP wherever their area is in range, the same for every threshold: counted per area only
-    hot_s = m.matched.any(axis=(0, 1))[order]
+    hot_s = m.state.any(axis=(1, 2))[order]
     H_all = np.flatnonzero(hot_s)  # positions of hot detections in `order`
     dh = order[H_all]
-    mt = m.matched[:, :, dh]
-    tp_all = mt & ~m.matched_ignored[:, :, dh]  # [A,T,h]
+    sh = m.state[dh].transpose(1, 2, 0)  # [A,T,h]
+    mt = sh > 0
+    tp_all = sh == 1  # [A,T,h]
     nig_all = tp_all | (~mt & ~m.out_of_range[:, None, dh])  # not ignored
     cold_all = ~m.out_of_range[:, order] & ~hot_s  # [A,D] cold and not ignored
     eps = np.spacing(1)

@@ -29,8 +29,9 @@ class _Run:
         o = m.class_order(pr)
         self.cls = cls[o]
         self.image = pr.image[m.det][o]
-        tp = m.matched[0][:, o] & ~m.matched_ignored[0][:, o]  # [T,D] area "all"
-        counted = tp | (~m.matched[0][:, o] & ~m.out_of_range[0][o])  # not ignored
+        st = m.state[o, 0, :].T  # [T,D] area "all"
+        tp = st == 1
+        counted = tp | ((st == 0) & ~m.out_of_range[0][o])  # not ignored
         self.bounds = np.searchsorted(self.cls, np.arange(K + 1))
         self.tp_pos = [np.flatnonzero(t) for t in tp]  # per threshold: TP positions
         # positions where the counted flag differs from "every detection counts"

@@ -88,8 +88,9 @@ def operating_points(
     K = gt.num_classes
     t50 = int(np.flatnonzero(p.iou_thrs == 0.5)[0])
     a_all = 0  # area range "all"
-    tp = m.matched[a_all, t50] & ~m.matched_ignored[a_all, t50]
-    fp = ~m.matched[a_all, t50] & ~m.out_of_range[a_all]
+    st = m.state[:, a_all, t50]
+    tp = st == 1
+    fp = (st == 0) & ~m.out_of_range[a_all]
     cls = pr.classes[m.det]
     sr = m.score_rank
     npig = m.npig[:, a_all].astype(np.float64)  # [K]
