@@ -100,16 +100,18 @@ def operating_points(
     # everything scored at least that much (ties are kept or dropped together)
     o = m.class_order(pr)
     c, s = cls[o], sr[o]
-    ctp, cfp = np.cumsum(tp[o]), np.cumsum(fp[o])
+    ctp = np.zeros(len(o) + 1, np.int32)  # counts before each position (ctp[0] = 0)
+    cfp = np.zeros(len(o) + 1, np.int32)
+    np.cumsum(tp[o], out=ctp[1:])
+    np.cumsum(fp[o], out=cfp[1:])
+    first_of = np.searchsorted(c, np.arange(K))  # class starts among the detections
     last = np.flatnonzero(np.r_[(c[1:] != c[:-1]) | (s[1:] != s[:-1]), True]) if len(o) else o
-    counted = np.r_[0, np.cumsum(tp[o] | fp[o])]
+    counted = ctp + cfp
     last = last[counted[last + 1] > counted[np.r_[0, last[:-1] + 1]]]  # not only ignored ones
     c, s = c[last], s[last]
     cstart = np.searchsorted(c, np.arange(K + 1))  # class segments among the entries
-    first_of = np.searchsorted(cls[o], np.arange(K))  # class starts among the detections
-    base_tp = np.r_[0, ctp][first_of[c]]
-    base_fp = np.r_[0, cfp][first_of[c]]
-    TP, FP = (ctp[last] - base_tp).astype(np.float64), (cfp[last] - base_fp).astype(np.float64)
+    TP = (ctp[last + 1] - ctp[first_of[c]]).astype(np.float64)
+    FP = (cfp[last + 1] - cfp[first_of[c]]).astype(np.float64)
     prec = np.where(TP + FP > 0, TP / np.maximum(TP + FP, 1), 1.0)
     rec = TP / np.maximum(npig[c], 1)
     f1v = _f1(prec, rec)
