@@ -157,6 +157,9 @@ def main() -> None:
                 continue
             script = PEER.format(mod=mod, evmod=evmod, ev=ev)
             tools[name] = [py, "-c", script, gt, dt]
+        # byte-compile detect as `pip install` does for the peers (with PYTHONDONTWRITEBYTECODE
+        # set, an editable checkout would otherwise compile its modules again in every run)
+        subprocess.run([py, "-m", "compileall", "-q", str(REPO / "detect")], check=True)
         runs: dict[str, list] = {name: [] for name in tools}
         for r in range(args.repeat):  # round robin, so load drifts hit every tool alike
             for name, cmd in tools.items():
