@@ -81,8 +81,8 @@ def test_paired_bootstrap_is_seeded_and_paired():
     worse = [{**d, "score": d["score"] * 0.5 if i % 2 else d["score"]} for i, d in enumerate(res)]
     b = evaluate(g, coco_results(worse, g))
     runs = [(a.pred, a.match), (b.pred, b.match), (a.pred, a.match)]
-    bs = paired_bootstrap(g, runs, n=50, seed=3)
-    again = paired_bootstrap(g, runs, n=50, seed=3)
+    bs = paired_bootstrap(g, runs, n=30, seed=3)
+    again = paired_bootstrap(g, runs, n=30, seed=3)
     assert np.array_equal(bs.low, again.low) and np.array_equal(bs.high, again.high)
     np.testing.assert_allclose(bs.diff[1], b.coco_stats[:2] - a.coco_stats[:2], atol=1e-12)
     # a run against itself: every paired draw differs by exactly 0
@@ -92,7 +92,7 @@ def test_paired_bootstrap_is_seeded_and_paired():
     r0, r1 = (_Run(g, p, m, CocoParams()) for p, m in runs[:2])
     draw = np.random.default_rng(3)
     diffs = []
-    for _ in range(50):
+    for _ in range(30):
         w = np.bincount(draw.integers(0, g.num_images, g.num_images), minlength=g.num_images)
         diffs.append(r1.maps(w)[0] - r0.maps(w)[0])
     assert bs.low[1, 0] == pytest.approx(np.quantile(diffs, 0.025), abs=1e-12)
