@@ -166,6 +166,13 @@ def _write_json(path: str, obj: dict, out) -> None:
         out.write(f"scores written to {path}\n")
 
 
+def _diff(v, base) -> str:
+    """v - base, '-' where either is undefined (None, NaN or pycocotools' -1)."""
+    if num(v) == "-" or num(base) == "-":
+        return "-"
+    return signed(v - base)
+
+
 def _report(cmp) -> str:
     if len(cmp.results) == 1:
         return _single(cmp.results[0])
@@ -223,7 +230,7 @@ def _tide_table(tides, names) -> str:
     header = ["TIDE", *names, *(["count"] if one else [f"Δ {n}" for n in names[1:]])]
 
     def row(label, vals, count=""):
-        rest = [count] if one else [signed(v - vals[0]) for v in vals[1:]]
+        rest = [count] if one else [_diff(v, vals[0]) for v in vals[1:]]
         return [label, *[num(v) for v in vals], *rest]
 
     rows = [row("AP50 (TIDE)", [t.ap for t in tides])]
@@ -241,11 +248,7 @@ def _comparison(cmp) -> str:
     header = ["metric", *names, *delta]
 
     def row(label, vals):
-        base = vals[0]
-        ok = base is not None and base == base and base != -1
-        d = [signed(v - base) if ok and v is not None and v == v and v != -1 else "-"
-             for v in vals[1:]]  # fmt: skip
-        return [label, *[num(v) for v in vals], *d]
+        return [label, *[num(v) for v in vals], *[_diff(v, vals[0]) for v in vals[1:]]]
 
     rows = [
         row("mAP50-95", [r.coco_stats[0] for r in rs]),
@@ -279,7 +282,7 @@ def _comparison(cmp) -> str:
                 lines.append(
                     f"  {n} - {names[0]} {metric}: {signed(b.diff[i, j])}  {pct} CI "
                     f"[{signed(b.low[i, j])}, {signed(b.high[i, j])}]  "
-                    f"P(diff <= 0) {b.p_not_better[i, j]:.3f}"
+                    f"P(diff <= 0) {num(b.p_not_better[i, j], 3)}"
                 )
     lines.append(f"{sum(r.seconds for r in rs):.2f} s scoring")
     return "\n".join(lines)

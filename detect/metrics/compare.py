@@ -100,12 +100,19 @@ class Bootstrap:
     p_not_better: np.ndarray  # float64 [runs, 2] share of draws where the difference <= 0
 
     def to_json(self, k: int) -> dict:
+        """Run k's differences to run 0; null where undefined (no GT drawn, a -1 mAP)."""
+
+        def f(v) -> float | None:
+            return None if v != v else float(v)
+
         return {
-            "mAP50-95": {"diff": float(self.diff[k, 0]), "ci": [float(self.low[k, 0]),
-                         float(self.high[k, 0])], "p_not_better": float(self.p_not_better[k, 0])},
-            "mAP50": {"diff": float(self.diff[k, 1]), "ci": [float(self.low[k, 1]),
-                      float(self.high[k, 1])], "p_not_better": float(self.p_not_better[k, 1])},
-        }  # fmt: skip
+            name: {
+                "diff": f(self.diff[k, j]),
+                "ci": [f(self.low[k, j]), f(self.high[k, j])],
+                "p_not_better": f(self.p_not_better[k, j]),
+            }
+            for j, name in enumerate(("mAP50-95", "mAP50"))
+        }
 
 
 def paired_bootstrap(
@@ -147,6 +154,11 @@ def paired_bootstrap(
     return Bootstrap(n, seed, confidence, base - base[:1], low, high, p_nb)
 
 
+def _diff(v: float, base: float) -> float | None:
+    """v - base; None where either is undefined (-1, as pycocotools marks it)."""
+    return None if v < 0 or base < 0 else v - base
+
+
 @dataclass
 class Comparison:
     """Several prediction sets scored on one ground truth, the first being the baseline."""
@@ -165,11 +177,11 @@ class Comparison:
             d = {
                 "name": run["name"],
                 "baseline": base["name"],
-                "coco": {k: run["coco"][k] - base["coco"][k] for k in base["coco"]},
-                "voc07_mAP": run["voc07"]["mAP"] - base["voc07"]["mAP"],
-                "voc_mAP": run["voc"]["mAP"] - base["voc"]["mAP"],
+                "coco": {k: _diff(run["coco"][k], base["coco"][k]) for k in base["coco"]},
+                "voc07_mAP": _diff(run["voc07"]["mAP"], base["voc07"]["mAP"]),
+                "voc_mAP": _diff(run["voc"]["mAP"], base["voc"]["mAP"]),
                 "per_class_AP": {
-                    c["name"]: c["AP"] - b["AP"] if min(c["AP"], b["AP"]) >= 0 else None
+                    c["name"]: _diff(c["AP"], b["AP"])
                     for c, b in zip(run["per_class"], base["per_class"], strict=True)
                 },
             }
