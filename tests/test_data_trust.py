@@ -70,7 +70,7 @@ def test_case_11_voc_filename_without_extension():
         assert (x.id, x.path.name, x.width, x.height) == (y.id, y.path.name, y.width, y.height)
         np.testing.assert_array_equal(x.boxes, y.boxes)
         assert x.path.is_file()
-    from detect.predict import predict_records
+    from detect.inference import predict_records
 
     weights = REPO / "weights" / "shapes-tiny.safetensors"
     ja = evaluate(a, predict_records(a, str(weights))).to_json()
@@ -132,7 +132,7 @@ def test_predict_outputs_read_back_exactly(tmp_path):
     into evaluate on the right images: a perfect detector scores AP 1 both ways."""
     from test_predict import RedBoxModel
 
-    from detect.predict import PredictConfig, run_predict
+    from detect.inference import PredictConfig, run_predict
 
     data = _red_box_set(tmp_path / "set")
     s = run_predict([str(tmp_path / "set/images/val")], RedBoxModel(320),

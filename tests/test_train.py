@@ -170,7 +170,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_train_files_and_exact_resume_mid_epoch(synth_data, tmp_path):
-    from detect.weights import load_weights
+    from detect.models.weights_file import load_weights
 
     events = []
     a = train(_cfg(synth_data, tmp_path / "a"), lambda e, info: events.append(e))
@@ -229,7 +229,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_data, tmp_path, mon
     run = tmp_path / "n"
     state, _ = load_resume_state(run / "resume.safetensors")
     assert state["epoch"] == 1  # the good epoch-1 checkpoint is intact
-    from detect.weights import load_weights
+    from detect.models.weights_file import load_weights
 
     load_weights(run / "weights" / "last.safetensors")
 
@@ -282,7 +282,7 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
 def test_xy_scale_default_explicit_and_inherited_from_weights(tmp_path):
     from detect.models import ModelConfig, build_model
     from detect.train import TrainConfig, _xy_scale_for
-    from detect.weights import save_weights
+    from detect.models.weights_file import save_weights
 
     assert _xy_scale_for(TrainConfig()) == 2.0  # tiny: three positive cells per box
     assert _xy_scale_for(TrainConfig(model="yolov2")) == 1.0  # the exact YOLOv2 decode

@@ -92,7 +92,7 @@ def test_config_round_trip_and_validation() -> None:
 
 
 def test_weights_round_trip_gives_the_window_model_back(tmp_path) -> None:
-    from detect.weights import load_weights, save_weights
+    from detect.models.weights_file import load_weights, save_weights
 
     model = _random_model(seed=2, names=["x", "y", "z"])
     path = save_weights(tmp_path / "w.safetensors", model, {"training": {"epochs": 1}})
@@ -136,7 +136,7 @@ def test_train_window_writes_a_run_folder(tmp_path) -> None:
     from detect.synth import SynthConfig, make_synth
     from detect.train import TrainConfig
     from detect.train_window import train_window
-    from detect.weights import load_weights
+    from detect.models.weights_file import load_weights
 
     data = tmp_path / "shapes"
     make_synth(data, SynthConfig(train=6, val=2, size=96, seed=3, max_objects=3, min_scale=0.3))

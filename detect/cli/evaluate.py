@@ -76,7 +76,7 @@ def command(
         from detect.cli.common import default_weights
         from detect.data import load_dataset
         from detect.device import select_device
-        from detect.predict import predict_records
+        from detect.inference import predict_records
 
         gt = load_dataset(data, split=split, images=images, report=report)
         with Progress(console=err_console, transient=True) as bar:

@@ -74,7 +74,7 @@ def command(
     import sys
 
     from detect.cli.common import default_weights
-    from detect.predict import PredictConfig, run_predict
+    from detect.inference import PredictConfig, run_predict
 
     cfg = PredictConfig(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=classes, batch=batch,
