@@ -11,7 +11,6 @@ Reading runs one step ahead in a background thread (`stream.py`) and nothing is 
 folder or a video of any length streams through in constant memory. Never prints.
 """
 
-from detect.inference.config import Method, PredictConfig
 from detect.inference.dataset import (
     BenchRow,
     ImagesResult,
@@ -22,6 +21,7 @@ from detect.inference.dataset import (
 from detect.inference.loading import check_class_names, load_model, model_imgsz, model_names
 from detect.inference.predictor import Predictor
 from detect.inference.run import PredictSummary, SourceStats, run_predict
+from detect.settings import Method, PredictConfig
 
 __all__ = [
     "BenchRow",

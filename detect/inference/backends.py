@@ -24,9 +24,9 @@ from torch import nn
 
 from detect.boxes import postprocess
 from detect.data.transforms import letterbox, unletterbox_boxes
-from detect.inference.config import Method, PredictConfig
 from detect.inference.sliding import WindowStats, detect_windows, parse_scales
 from detect.models import to_conv
+from detect.settings import Method, PredictConfig
 
 Times = dict[str, float]  # seconds per stage: "pre", "inference", "post"
 

@@ -22,12 +22,12 @@ from detect.data.image import read_image
 from detect.data.types import DatasetRecords, Detections
 from detect.errors import DetectError
 from detect.inference.backends import SlidingBackend
-from detect.inference.config import Method, PredictConfig
 from detect.inference.loading import check_class_names
 from detect.inference.predictor import Predictor
 from detect.inference.sliding import parse_scales
 from detect.inference.stream import batched, prefetch
 from detect.metrics.evaluate import evaluate
+from detect.settings import Method, PredictConfig
 
 Loaded = tuple[int, np.ndarray | None, str | None]  # (image index, BGR image, read error)
 

@@ -11,8 +11,8 @@ import torch
 
 from detect.errors import DetectError
 from detect.inference.backends import Backend, SlidingBackend, Times, YoloBackend
-from detect.inference.config import Method, PredictConfig
 from detect.inference.loading import load_model, model_device, model_imgsz, model_names, unwrap
+from detect.settings import Method, PredictConfig
 
 
 class Predictor:

@@ -12,11 +12,11 @@ import numpy as np
 
 from detect.errors import DetectError
 from detect.files import new_run_dir
-from detect.inference.config import Method, PredictConfig
 from detect.inference.outputs import JsonRows, Outputs
 from detect.inference.predictor import Predictor
 from detect.inference.sources import Frame, count_frames, expand_sources, iter_frames
 from detect.inference.stream import prefetch
+from detect.settings import Method, PredictConfig
 
 
 @dataclass

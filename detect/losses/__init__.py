@@ -12,7 +12,6 @@ from detect.losses.assign import (
     task_aligned_assign,
 )
 from detect.losses.detection import (
-    ASSIGNERS,
     DetectionLoss,
     LossConfig,
     LossTerms,
@@ -21,7 +20,6 @@ from detect.losses.detection import (
 )
 
 __all__ = [
-    "ASSIGNERS",
     "DetectionLoss",
     "LevelTargets",
     "LossConfig",

@@ -45,9 +45,9 @@ from detect.losses.assign import (
     task_aligned_assign,
 )
 from detect.models.common import cxcywh_to_xyxy, decode_level
+from detect.settings import Assigner
 
 LossTerms = dict[str, Tensor]  # named terms, detached, per image: "box", "obj", "cls"
-ASSIGNERS = ("tal", "yolov2")
 
 
 @dataclass
@@ -116,10 +116,8 @@ class DetectionLoss:
 
     def __init__(self, cfg: LossConfig | None = None) -> None:
         self.cfg = cfg or LossConfig()
-        if self.cfg.assigner not in ASSIGNERS:
-            raise DetectError(
-                f"unknown assigner {self.cfg.assigner!r} (use {' or '.join(ASSIGNERS)})"
-            )
+        if self.cfg.assigner not in tuple(Assigner):
+            raise DetectError(f"unknown assigner {self.cfg.assigner!r} (use tal or yolov2)")
 
     def __call__(
         self,

@@ -140,7 +140,8 @@ class ConvWindowClassifier(nn.Module):
 
     forward(x: Tensor[B, 3, H, W_img]) -> Tensor[B, C + 1, Ho, Wo] logits, where cell (i, j) is
     the W x W window at pixel (i * stride, j * stride) of x; Ho = floor((H - W) / stride) + 1 at
-    most (the trunk's pools may drop a last row; `detect.inference.sliding` crops to the window count).
+    most (the trunk's pools may drop a last row; `detect.inference.sliding` crops to the window
+    count).
     """
 
     def __init__(self, cfg: WindowConfig, trunk: nn.Sequential, head: nn.Sequential) -> None:
