@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from detect.models.window import build_window_model, to_conv
 from detect.inference.sliding import conv_sliding_scores, sliding_scores
+from detect.models.window import build_window_model, to_conv
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,6 @@ import torch
 import torchvision
 
 from detect.errors import DetectError
-from detect.models.window import build_window_model, to_conv
 from detect.inference.sliding import (
     WindowStats,
     conv_sliding_scores,
@@ -17,6 +16,7 @@ from detect.inference.sliding import (
     parse_scales,
     sliding_scores,
 )
+from detect.models.window import build_window_model, to_conv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -161,8 +161,8 @@ def test_bench_methods_sliding_and_conv_sliding_agree(tmp_path) -> None:
     from detect.data import load_dataset
     from detect.inference import bench_methods
     from detect.inference.sliding import count_windows
-    from detect.synth import SynthConfig, make_synth
     from detect.models.weights_file import save_weights
+    from detect.synth import SynthConfig, make_synth
 
     make_synth(tmp_path / "d", SynthConfig(train=1, val=3, size=96, seed=2, min_scale=0.3))
     records = load_dataset(tmp_path / "d" / "data.yaml", "val")
@@ -183,8 +183,8 @@ def test_detect_bench_cli_table_and_plot(tmp_path) -> None:
     import sys
 
     from detect.models import ModelConfig, build_model
-    from detect.synth import CLASS_NAMES, SynthConfig, make_synth
     from detect.models.weights_file import save_weights
+    from detect.synth import CLASS_NAMES, SynthConfig, make_synth
 
     make_synth(tmp_path / "d", SynthConfig(train=1, val=2, size=96, seed=2, min_scale=0.3))
     yolo = save_weights(
@@ -208,12 +208,12 @@ def test_detect_bench_cli_table_and_plot(tmp_path) -> None:
 
 def test_shipped_window_weights_find_fresh_synth_objects(tmp_path) -> None:
     from detect.data import load_dataset, read_image
-    from detect.metrics.evaluate import evaluate
-    from detect.resources import data_dir
     from detect.inference import predict_records
     from detect.inference.sliding import to_tensor
-    from detect.synth import SynthConfig, make_synth
+    from detect.metrics.evaluate import evaluate
     from detect.models.weights_file import load_weights
+    from detect.resources import data_dir
+    from detect.synth import SynthConfig, make_synth
 
     path = data_dir("weights") / "shapes-window.safetensors"
     if not path.is_file():

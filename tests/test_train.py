@@ -17,10 +17,10 @@ import torch
 from detect.data._common import make_record
 from detect.data.augment import AugmentConfig, AugmentedDataset, augment_hsv, flip_boxes_lr
 from detect.data.types import DatasetRecords
-from detect.errors import DetectError
 from detect.engine import Hook, Stop, TrainConfig, train
 from detect.engine.optim import EpochSampler, lr_factor
 from detect.engine.state import load_resume_state, rng_state, set_rng_state
+from detect.errors import DetectError
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (255, 255, 255), (0, 255, 255), (255, 0, 255)]

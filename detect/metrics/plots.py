@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # no display here; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 
 from detect.metrics.arrays import GroundTruth, Predictions, ground_truth, predictions
 from detect.metrics.coco import box_iou_xywh
@@ -62,11 +66,6 @@ def _safe(name: str) -> str:
 def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
     """PR curve PNG per class (`pr_<name>.png`), one for all classes (`pr_all.png`) and
     `confusion_matrix.png` into `folder`; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     g = ground_truth(gt)

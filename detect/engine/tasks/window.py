@@ -229,7 +229,12 @@ class WindowTask:
         return steps(self.sampler.per_rank, self.batch)
 
     def loader(self, epoch: int) -> Iterable[Any]:
-        return DataLoader(TensorDataset(*self.crops(epoch)), self.batch, sampler=self.sampler)
+        # its own generator: a loader drawing from the global RNG would shift a resumed run's
+        # dropout masks
+        gen = torch.Generator().manual_seed(self.seed + epoch)
+        return DataLoader(
+            TensorDataset(*self.crops(epoch)), self.batch, sampler=self.sampler, generator=gen
+        )
 
     def step(
         self, model: nn.Module, batch: Any, iteration: int, autocast: Callable
