@@ -96,17 +96,7 @@ def train(
     else:
         out = Path(run.out)  # only rank 0 makes a run folder; the others never touch it
         run_dir = new_run_dir(out.parent / run.name if run.name else out) if dist.main else out
-    common = dict(
-        train_rec=train_rec, val_rec=val_rec, device=dist.device,
-        model_config=state["model_config"] if state else None, weights=run.weights,
-        seed=run.seed, rank=dist.rank, world=dist.world, loss=loss,
-    )  # fmt: skip
-    task: DetectorTask | WindowTask
-    if isinstance(tcfg, DetectorConfig):
-        anchor_info = state.get("anchor_info") if state else None
-        task = DetectorTask(tcfg, anchor_info=anchor_info, **common)
-    else:
-        task = WindowTask(tcfg, **common)
+    task = _make_task(tcfg, run, train_rec, val_rec, dist, state, loss)
     lr0 = run.lr or (0.01 if run.optimizer == "sgd" else 0.001)
     budget = run.time * 60 if run.time else None
     max_epochs = run.epochs or (10**9 if run.time else task.default_epochs)
@@ -117,25 +107,13 @@ def train(
                       callback, amp)  # fmt: skip
     if isinstance(task, DetectorTask) and tcfg.cache == "ram":
         task.cache_images(lambda done, total: emit(CacheProgress(done, total)))
-    if state is not None and state.get("rng"):
-        trainer.load_tensors_and_state(tensors, state)
-    elif state is not None:  # a window run saved before resume files: after its last epoch
-        trainer.load_tensors(tensors)
-        trainer.epoch = int(state["epoch"])
-        trainer.elapsed_before = float(state["elapsed_before"])
-        trainer.hook(H.BestModel).load_state_dict(state)
-    if dist.main and run.resume:
-        trainer.rows = read_results(run_dir / "results.csv")
+    if state is not None:
+        _restore(trainer, state, tensors, run_dir)
     if dist.world > 1:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         task.model = DistributedDataParallel(task.model, device_ids=ids)
     if dist.main and not run.resume:
-        args = {
-            "config": cfg.to_dict(), **task.args(), "lr": lr0, "device": str(dist.device),
-            "world_size": dist.world, "train_images": len(train_rec.images),
-            "val_images": len(val_rec.images),
-        }  # fmt: skip
-        atomic_write_json(run_dir / "args.json", args)
+        _write_args(run_dir, cfg, task, lr0, dist)
         write_data_report(run_dir, train_rec, val_rec)
 
     emit(RunStart(run_dir, run.epochs, run.time, str(dist.device), dist.world,
@@ -153,6 +131,44 @@ def train(
         epochs=trainer.epoch, best_epoch=best.epoch, map50=best.map[0], map=best.map[1],
         seconds=trainer.elapsed(), stopped=stopped, rows=trainer.rows,
     )  # fmt: skip
+
+
+def _make_task(
+    tcfg: Any, run: Any, train_rec: Any, val_rec: Any, dist: Any, state: dict | None, loss: Any
+) -> DetectorTask | WindowTask:
+    """The task `tcfg` names, with a resumed run's model config when `state` is given."""
+    common = dict(
+        train_rec=train_rec, val_rec=val_rec, device=dist.device,
+        model_config=state["model_config"] if state else None, weights=run.weights,
+        seed=run.seed, rank=dist.rank, world=dist.world, loss=loss,
+    )  # fmt: skip
+    if isinstance(tcfg, DetectorConfig):
+        anchor_info = state.get("anchor_info") if state else None
+        return DetectorTask(tcfg, anchor_info=anchor_info, **common)
+    return WindowTask(tcfg, **common)
+
+
+def _restore(trainer: Trainer, state: dict, tensors: dict, run_dir: Path) -> None:
+    """A resumed run's tensors, counters, hook states, RNG and results rows."""
+    if state.get("rng"):
+        trainer.load_tensors_and_state(tensors, state)
+    else:  # a window run saved before resume files: after its last epoch, fresh optimizer
+        trainer.load_tensors(tensors)
+        trainer.epoch = int(state["epoch"])
+        trainer.elapsed_before = float(state["elapsed_before"])
+        trainer.hook(H.BestModel).load_state_dict(state)
+    if trainer.dist.main:
+        trainer.rows = read_results(run_dir / "results.csv")
+
+
+def _write_args(run_dir: Path, cfg: TrainConfig, task: Any, lr0: float, dist: Any) -> None:
+    """args.json: the full configuration (flat, what --resume reads) and what it resolved to."""
+    args = {
+        "config": cfg.to_dict(), **task.args(), "lr": lr0, "device": str(dist.device),
+        "world_size": dist.world, "train_images": len(task.train_rec.images),
+        "val_images": task.val_images,
+    }  # fmt: skip
+    atomic_write_json(run_dir / "args.json", args)
 
 
 def _hooks(
