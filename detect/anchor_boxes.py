@@ -39,7 +39,8 @@ from detect.resources import data_dir
 
 
 def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU of shapes as if they shared a centre.
+    """IoU of shapes as if they shared a centre (`detect.iou.shape_iou` for positive shapes,
+    without its empty-union guard: this runs in the k-means inner loops).
 
     Args:
         wh: ndarray[N, 2] `(w, h)`, positive.

@@ -169,7 +169,6 @@ class Trainer:
         self.epoch_images = 0  # samples of the finished epoch, all ranks
         self.step_samples = 0  # samples of the last step, all ranks
         self.lr = 0.0
-        self.last_terms: dict[str, float] = {}
         self.stop_reason: Stop | None = None
         self.epoch_complete = False
         # What the end-of-epoch hooks found (Validate, BestModel).
