@@ -132,7 +132,7 @@ def test_sampled_squares_positives_and_clean_negatives() -> None:
     assert crops.shape == (len(sq), 32, 32, 3) and labels.tolist() == sq[:, 3].tolist()
 
 
-def test_train_window_writes_a_run_folder(tmp_path) -> None:
+def test_window_task_writes_a_run_folder(tmp_path) -> None:
     from detect.engine import TrainConfig, train
     from detect.models import load_weights
     from detect.synth import SynthConfig, make_synth
