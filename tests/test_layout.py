@@ -8,10 +8,15 @@ from pathlib import Path
 
 DETECT = Path(__file__).resolve().parent.parent / "detect"
 
-# Deferred on purpose: OpenCV's decode (the data readers serve torch- and cv2-free commands)
-# and optional packages (a missing one falls back).
+# Deferred on purpose, for the start-up of `detect evaluate` and `detect anchors` (which read
+# data sets but decode no pixels, and a COCO JSON needs no reader at all): OpenCV's decode and
+# the data set readers; and optional packages (a missing one falls back).
 ALLOWED_DEFERRED = {
     ("detect.data.image", "cv2"),
+    ("detect.data", "detect.data.voc"),
+    ("detect.data", "detect.data.yolo"),
+    ("detect.data", "detect.data.coco"),
+    ("detect.metrics.predictions", "detect.data"),
     ("detect.metrics.predictions", "orjson"),
     ("detect.metrics.predictions", "msgspec"),
     ("detect.models.export", "onnx"),

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.data import load_dataset
 from detect.data.types import ReadReport
 from detect.errors import DetectError
 from detect.metrics.arrays import GroundTruth, Predictions, check_predictions, ground_truth
@@ -446,5 +445,7 @@ def load_ground_truth(
     skipped and mended data goes to `report`."""
     if is_coco_gt(path):
         return read_coco_ground_truth(path)
+    # deferred: a COCO JSON needs none of the data set readers (start-up of `detect evaluate`)
+    from detect.data import load_dataset
 
     return ground_truth(load_dataset(path, split=split, images=images, report=report))
