@@ -176,11 +176,11 @@ def test_weights_form_equals_pred_form(tmp_path):
     COCO results JSON: the same scores."""
     pytest.importorskip("torch")
     from detect.data import load_dataset
+    from detect.inference import predict_records
     from detect.models import build_model
     from detect.models.config import ModelConfig
-    from detect.predict import predict_records
+    from detect.models.weights_file import save_weights
     from detect.synth import SynthConfig, make_synth
-    from detect.weights import save_weights
 
     make_synth(tmp_path / "d", SynthConfig(train=2, val=6, size=160))
     data = str(tmp_path / "d" / "data.yaml")

@@ -135,15 +135,6 @@ def box_iou_xywh(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return out
 
 
-def score_rank(scores: np.ndarray) -> np.ndarray:
-    """int64 [D]: dense rank of decreasing score; equal scores (and -0.0, 0.0) share a rank.
-
-    One float sort; every later ordering by score is then a sort of small ints.
-    """
-    uniq, inv = np.unique(scores, return_inverse=True)
-    return len(uniq) - 1 - inv.reshape(-1).astype(np.int64)
-
-
 def stable_argsort(key: np.ndarray) -> np.ndarray:
     """argsort(key, kind="stable") for non-negative int keys, made unique with the position so
     numpy's (faster) quicksort gives the same order; stable sort if that could overflow."""

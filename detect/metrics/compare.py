@@ -18,6 +18,7 @@ import numpy as np
 
 from detect.metrics.arrays import GroundTruth, Predictions
 from detect.metrics.coco import CocoMatch, CocoParams, recall_counts
+from detect.metrics.evaluate import evaluate
 
 
 class _Run:
@@ -213,8 +214,6 @@ def compare_runs(
     """Score each prediction set of `dets` ({name: Detections | Predictions}, the first the
     baseline) on `gt` with detect.metrics.evaluate, and with `bootstrap` > 0 draw that many
     paired bootstrap samples (paired_bootstrap; `callback(done, total)` after each)."""
-    from detect.metrics.evaluate import evaluate
-
     results = [evaluate(gt, d, tide=tide, at_precision=at_precision) for d in dets.values()]
     bs = None
     if bootstrap > 0 and len(results) > 1:

@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # no display here; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 
 from detect.metrics.arrays import GroundTruth, Predictions, ground_truth, predictions
 from detect.metrics.coco import box_iou_xywh
+from detect.metrics.tide import ERROR_NAMES, MAIN_ERRORS, SPECIAL_ERRORS
 
 
 def confusion_matrix(
@@ -62,11 +67,6 @@ def _safe(name: str) -> str:
 def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
     """PR curve PNG per class (`pr_<name>.png`), one for all classes (`pr_all.png`) and
     `confusion_matrix.png` into `folder`; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     g = ground_truth(gt)
@@ -127,13 +127,6 @@ def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
 def save_tide_plot(tides: list, names: list[str], path: str | Path) -> Path:
     """Bar chart of TIDE's dAP50 per error (main errors, then the special ones), one bar per
     prediction set in each group; the counts of the first set above its bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from detect.metrics.tide import ERROR_NAMES, MAIN_ERRORS, SPECIAL_ERRORS
-
     errors = [*MAIN_ERRORS, *SPECIAL_ERRORS]
     x = np.arange(len(errors))
     w = 0.8 / len(tides)

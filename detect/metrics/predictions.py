@@ -8,6 +8,7 @@ pycocotools', and avoid per-object Python beyond one pass of list comprehensions
 from __future__ import annotations
 
 import gc
+import json
 import math
 from contextlib import contextmanager
 from itertools import chain
@@ -18,7 +19,7 @@ import numpy as np
 
 from detect.data.types import ReadReport
 from detect.errors import DetectError
-from detect.metrics.arrays import GroundTruth, Predictions, check_predictions
+from detect.metrics.arrays import GroundTruth, Predictions, check_predictions, ground_truth
 
 
 @contextmanager
@@ -43,8 +44,6 @@ def _loads(data: bytes, path: Path):
         except orjson.JSONDecodeError as e:
             raise DetectError(f"{path}: malformed JSON: {str(e).splitlines()[0]}") from None
     except ImportError:
-        import json
-
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -529,7 +528,7 @@ def load_ground_truth(
     skipped and mended data goes to `report`."""
     if is_coco_gt(path):
         return read_coco_ground_truth(path)
+    # deferred: a COCO JSON needs none of the data set readers (start-up of `detect evaluate`)
     from detect.data import load_dataset
-    from detect.metrics.arrays import ground_truth
 
     return ground_truth(load_dataset(path, split=split, images=images, report=report))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detect.iou import paired_iou
 from detect.metrics.arrays import GroundTruth, Predictions
 from detect.metrics.coco import _first_max, _segments, group_ranges, stable_argsort
 
@@ -55,16 +56,6 @@ def ap_allpoint(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def pair_iou_xyxy(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes d[i], g[i], both float64 [P, 4] (x1, y1, x2, y2), continuous."""
-    iw = np.clip(np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]), 0, None)
-    ih = np.clip(np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]), 0, None)
-    inter = iw * ih
-    union = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1]) + (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
-    union = union - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def voc_match(
     gt: GroundTruth,
     pr: Predictions,
@@ -93,7 +84,7 @@ def voc_match(
         pair_gt = gorder[pos]  # pos: GT file order inside the group
     dxy = pr.xywh[pair_det]
     gxy = gt.xywh[pair_gt]
-    iou = pair_iou_xyxy(
+    iou = paired_iou(
         np.concatenate([dxy[:, :2], dxy[:, :2] + dxy[:, 2:]], axis=1),
         np.concatenate([gxy[:, :2], gxy[:, :2] + gxy[:, 2:]], axis=1),
     )

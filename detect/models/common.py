@@ -17,10 +17,12 @@ export: no Python loop over data, the grid is built from tensor shapes (trace-fr
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from detect.models.config import ModelConfig
 
@@ -216,8 +218,6 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
     ultralytics reports); BatchNorm, activations, pooling and the decode are not counted. Runs on
     the meta device (shapes only), so it is instant even for YOLOv2 at 608.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     meta = _meta_copy(model)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -226,8 +226,6 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     with torch.device("meta"):
         clone = copy.deepcopy(model).to("meta")
     return clone.eval()

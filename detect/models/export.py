@@ -22,7 +22,7 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
 OPSET = 17
 
 
-class Predictor(nn.Module):
+class DecodedOutput(nn.Module):
     """Wraps a Detector so its forward is `predict` (decoded boxes and probabilities)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -58,7 +58,7 @@ def export_model(
     model = model.eval().to("cpu")
     if fuse:
         model.fuse()
-    wrapper = Predictor(model).eval()
+    wrapper = DecodedOutput(model).eval()
     example = torch.zeros(1, 3, imgsz, imgsz)
     info = {
         "names": json.dumps(list(model.cfg.names)),
