@@ -158,7 +158,9 @@ class _Yolo:
         return n
 
     def finish(self, splits: list[str]) -> None:
-        doc = {"path": ".", **{s: f"images/{s}" for s in splits}, "names": self.names}
+        # No `path` key: ultralytics then resolves the splits from the YAML's folder, as detect
+        # does; `path: .` would be its working folder (ultralytics/data/utils.py).
+        doc = {**{s: f"images/{s}" for s in splits}, "names": self.names}
         (self.root / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -199,7 +201,7 @@ class _Coco:
         return len(images)
 
     def finish(self, splits: list[str]) -> None:
-        doc = {"path": "."}
+        doc = {}  # no `path`: relative to this file, as above
         for s in splits:
             doc[s] = {"coco": f"annotations/instances_{s}.json", "images": f"images/{s}"}
         doc["names"] = self.names

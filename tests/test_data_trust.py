@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from detect.data import load_dataset
 from detect.data._common import unique_ids
@@ -388,6 +389,23 @@ def test_convert_round_trip_yolo_coco_voc_yolo(tmp_path):
             assert os.path.samefile(x.path, y.path)  # hard links, never moved
     r = detect_cli("convert", str(tmp_path / "s/data.yaml"), "--to", "voc", str(tmp_path / "v"))
     assert r.returncode == 1 and "already exists" in r.stderr
+
+
+def test_converted_yaml_resolves_from_its_own_folder_in_ultralytics(tmp_path):
+    """`path: .` would send ultralytics to its working folder; the YAML must carry no `path`."""
+    r = detect_cli("synth", str(tmp_path / "s"), "--train", "2", "--val", "2")
+    assert r.returncode == 0, r.stderr
+    r = detect_cli("convert", str(tmp_path / "s/data.yaml"), "--to", "yolo", str(tmp_path / "y"))
+    assert r.returncode == 0, r.stderr
+    assert "path" not in yaml.safe_load((tmp_path / "y/data.yaml").read_text())
+    utils = pytest.importorskip("ultralytics.data.utils")
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "s")  # any folder but the data set's
+    try:
+        data = utils.check_det_dataset(str(tmp_path / "y/data.yaml"), autodownload=False)
+    finally:
+        os.chdir(cwd)
+    assert Path(data["val"]) == (tmp_path / "y/images/val").resolve()
 
 
 def test_convert_keeps_difficult_and_crowd_where_the_target_can(tmp_path):
