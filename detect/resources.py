@@ -24,9 +24,12 @@ def data_dir(name: str) -> Path:
 
 
 def default_weights() -> Path:
-    """The shipped default model: real objects (PASCAL VOC, 20 classes)."""
-    voc = data_dir("weights") / "voc-tiny.safetensors"
-    return voc if voc.is_file() else shapes_weights()
+    """The shipped default model: real objects (PASCAL VOC, 20 classes; weights/README.md).
+
+    No fallback to the shapes model: a missing file fails where it is loaded, naming the path,
+    instead of labelling a photo with shapes.
+    """
+    return data_dir("weights") / "voc-tiny.safetensors"
 
 
 def shapes_weights() -> Path:

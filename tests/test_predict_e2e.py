@@ -6,7 +6,8 @@ through `predict_records` and through the `detect predict --save-json` file scor
 the floor only guards against a broken pipeline (wrong channel order, boxes not mapped back,
 wrong class ids), each of which drops mAP50 to near zero.
 
-Skipped, with the reason, until weights/shapes-tiny.safetensors ships.
+The shapes model is named explicitly: the default weights are the real-object (VOC) model,
+whose own end-to-end test is tests/test_voc_model.py.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import sys
 
 import pytest
 
-from detect.resources import default_weights
+from detect.resources import shapes_weights
 
 MAP50_FLOOR = 0.60
-WEIGHTS = default_weights()
+WEIGHTS = shapes_weights()
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,15 @@ def test_predict_records_with_shipped_weights(synth_val):
     assert result.map50 >= MAP50_FLOOR, f"mAP50 {result.map50:.3f} < {MAP50_FLOOR}"
 
 
-def test_cli_predict_with_default_weights_scores_above_floor(synth_val, tmp_path):
+def test_cli_predict_with_shapes_weights_scores_above_floor(synth_val, tmp_path):
     from detect.metrics import evaluate
     from detect.metrics.predictions import load_ground_truth, read_predictions
 
     pred = tmp_path / "pred.json"
     r = subprocess.run(
         [sys.executable, "-m", "detect", "predict", str(synth_val / "images" / "val"),
-         "--conf", "0.001", "--save-json", str(pred), "--out", str(tmp_path / "run")],
+         "--weights", str(WEIGHTS), "--conf", "0.001", "--save-json", str(pred),
+         "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
