@@ -26,8 +26,8 @@ def stacked_loss(raw, targets, anchors, input_hw, cfg=None, xy_scale=1.0):
 
 
 # Two levels at a 64 px input: 8x8 (stride 8) and 4x4 (stride 16).
-# Anchors in pixels: 6.4x6.4, 16x16 | 32x32, 51.2x25.6.
-ANCHORS = torch.tensor([[[0.1, 0.1], [0.25, 0.25]], [[0.5, 0.5], [0.8, 0.4]]])
+# Anchors in pixels (as Detector.anchor_pixels gives them): 6.4x6.4, 16x16 | 32x32, 51.2x25.6.
+ANCHORS = torch.tensor([[[0.1, 0.1], [0.25, 0.25]], [[0.5, 0.5], [0.8, 0.4]]]) * 64
 GRIDS = [(8, 8), (4, 4)]
 HW = (64, 64)
 
@@ -111,7 +111,7 @@ def test_assign_matches_brute_force_loop():
     t = torch.cat((torch.randint(0, 3, (n, 1), generator=g), torch.randint(0, 5, (n, 1)), boxes), 1)
     got = _rows(assign_targets(t.float(), ANCHORS, GRIDS, HW, anchor_iou=None))
     want = set()
-    flat = [(lvl, a, w * 64, h * 64) for lvl in range(2) for a, (w, h) in enumerate(ANCHORS[lvl])]
+    flat = [(lvl, a, w, h) for lvl in range(2) for a, (w, h) in enumerate(ANCHORS[lvl].tolist())]
     for i, (b, c, x1, y1, x2, y2) in enumerate(t.tolist()):
         bw, bh = x2 - x1, y2 - y1
         ious = []
@@ -150,7 +150,7 @@ def _set_prediction(raw, level, b, a, gy, gx, box):
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     w, h = box[2] - box[0], box[3] - box[1]
     fx, fy = cx / s - gx, cy / s - gy
-    aw, ah = (ANCHORS[level, a] * 64).tolist()
+    aw, ah = ANCHORS[level, a].tolist()
     with torch.no_grad():
         raw[level][b, a, gy, gx, :4] = torch.tensor(
             [math.log(fx / (1 - fx)), math.log(fy / (1 - fy)), math.log(w / aw), math.log(h / ah)]
@@ -204,7 +204,9 @@ def test_overfit_one_image(assigner, seed=0):
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(60):
-        loss, _ = stacked_loss(model(x), t, model.anchors, (64, 64), LossConfig(assigner=assigner))
+        loss, _ = stacked_loss(
+            model(x), t, model.anchor_pixels, (64, 64), LossConfig(assigner=assigner)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -50,7 +50,7 @@ def assign_targets(
 
     Args:
         targets: `Tensor[T, 6]` (batch_index, class, x1, y1, x2, y2) input pixels.
-        anchors: `Tensor[L, A, 2]` (w, h) as fractions of the input side.
+        anchors: `Tensor[L, A, 2]` (w, h) in input pixels (`Detector.anchor_pixels`).
         grid_hw: (H_l, W_l) of every level's output map.
         input_hw: (height, width) of the network input.
         anchor_iou: besides the best anchor, also every anchor with shape IoU above this.
@@ -63,8 +63,7 @@ def assign_targets(
     L, A = anchors.shape[:2]
     in_h, in_w = input_hw
     dev = targets.device
-    size = torch.tensor([in_w, in_h], dtype=torch.float32, device=dev)
-    anchor_wh = anchors.to(dev).float().reshape(L * A, 2) * size  # [L*A,2] pixels
+    anchor_wh = anchors.to(dev).float().reshape(L * A, 2)  # [L*A,2] pixels
     boxes = targets[:, 2:6].float()  # [T,4]
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # [T,2]
     ctr = (boxes[:, :2] + boxes[:, 2:]) / 2  # [T,2]

@@ -132,7 +132,7 @@ class DetectionLoss:
         Args:
             raw: per level `Tensor[B, A, H, W, 5 + C]` raw model output.
             targets: `Tensor[T, 6]` (batch_index, class, x1, y1, x2, y2) input pixels.
-            anchors: `Tensor[L, A, 2]` (w, h) fractions of the input side (the model's).
+            anchors: `Tensor[L, A, 2]` (w, h) in input pixels (`Detector.anchor_pixels`).
             input_hw: (height, width) of the network input.
             xy_scale: the model's centre-offset stretch (`ModelConfig.xy_scale`).
 

@@ -3,11 +3,16 @@
 Raw head output per level: `Tensor[B, A, H, W, 5 + C]` holding (tx, ty, tw, th, objectness logit,
 C class logits). Decoding (YOLOv2):
 
-    cx = (sigmoid(tx) + grid_x) * stride_x        w = anchor_w * input_w * exp(tw)
-    cy = (sigmoid(ty) + grid_y) * stride_y        h = anchor_h * input_h * exp(th)
+    cx = (sigmoid(tx) + grid_x) * stride_x        w = anchor_w * exp(tw)
+    cy = (sigmoid(ty) + grid_y) * stride_y        h = anchor_h * exp(th)
 
-with anchors as fractions of the input side and strides taken from the shapes (input / grid), so
-one model decodes right at any input size. `ModelConfig.xy_scale` s > 1 stretches the sigmoid as
+with anchors in pixels and strides taken from the shapes (input / grid). The config stores
+anchors as fractions of the training input side (`ModelConfig.imgsz`, the letterbox frame
+`detect anchors` computes them in); the model turns them into pixels at that side once
+(`Detector.anchor_pixels`) and they stay fixed whatever the input size, as darknet's anchors in
+stride-32 cells do: a convolutional net sees an object's size in pixels, so an anchor scaled
+with the input would make a 416 px prediction of a 320 px model 1.3x too large (and multi-scale
+training contradict itself). `ModelConfig.xy_scale` s > 1 stretches the sigmoid as
 YOLOv4's `scale_x_y` does, `s * sigmoid(t) - (s - 1) / 2`: still a sigmoid offset from the cell
 corner, but it can reach the centre of a box that sits just across the cell edge, so the
 neighbouring cells can train as positives too (s = 2 is YOLOv5's `2 * sigmoid - 0.5`); s = 1 is
@@ -77,7 +82,7 @@ def decode_level(
 
     Args:
         raw: (tx, ty, tw, th, obj logit, class logits) per anchor and cell.
-        anchors: `Tensor[A, 2]` (w, h) as fractions of the input side.
+        anchors: `Tensor[A, 2]` (w, h) in input pixels (`Detector.anchor_pixels`).
         input_hw: (height, width) of the network input in pixels.
         xy_scale: sigmoid stretch of the centre offset (1: YOLOv2; see the module docstring).
 
@@ -90,15 +95,13 @@ def decode_level(
     stride = torch.stack((torch.as_tensor(in_w / w), torch.as_tensor(in_h / h))).to(
         raw
     )  # [2] (x, y) pixels per cell
-    size = torch.stack((torch.as_tensor(in_w), torch.as_tensor(in_h))).to(raw)  # [2]
     grid = make_grid(h, w, raw)  # [H,W,2]
     offset = raw[..., 0:2].sigmoid()  # [B,A,H,W,2] in 0..1 of the cell
     if xy_scale != 1.0:
         offset = offset * xy_scale - (xy_scale - 1.0) / 2
     xy = (offset + grid) * stride  # [B,A,H,W,2]
     wh = (
-        raw[..., 2:4].clamp(-TWH_CLIP, TWH_CLIP).exp()
-        * (anchors.to(raw) * size)[None, :, None, None, :]
+        raw[..., 2:4].clamp(-TWH_CLIP, TWH_CLIP).exp() * anchors.to(raw)[None, :, None, None, :]
     )  # [B,A,H,W,2]
     return torch.cat((xy, wh, raw[..., 4:].sigmoid()), -1)
 
@@ -116,7 +119,7 @@ class Detector(nn.Module):
         cfg: the ModelConfig it was built from.
         strides: nominal pixels per cell of each output level (e.g. [8, 16, 32]).
         num_anchors: anchors per level (list[int]).
-        anchors: buffer `Tensor[L, A, 2]` (w, h) fractions of the input side.
+        anchors: buffer `Tensor[L, A, 2]` (w, h) fractions of `cfg.imgsz` (as the config).
     """
 
     def __init__(self, cfg: ModelConfig, strides: list[int]) -> None:
@@ -127,6 +130,12 @@ class Detector(nn.Module):
         self.num_outputs = 5 + cfg.num_classes
         # Not persistent: anchors live in the config (weights metadata), not in the state dict.
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32), False)
+
+    @property
+    def anchor_pixels(self) -> Tensor:
+        """`Tensor[L, A, 2]` (w, h) anchors in input pixels: fractions x `cfg.imgsz`, the same at
+        every input size (see the module docstring)."""
+        return self.anchors * self.cfg.imgsz
 
     def _features(self, x: Tensor) -> list[Tensor]:
         """Head inputs per level (finest first); subclasses implement."""
@@ -150,7 +159,7 @@ class Detector(nn.Module):
         hw = (int(input_hw[0]), int(input_hw[1]))
         outs = []
         for i, p in enumerate(raw):
-            d = decode_level(p, self.anchors[i], hw, self.cfg.xy_scale)  # [B,A,H,W,5+C]
+            d = decode_level(p, self.anchor_pixels[i], hw, self.cfg.xy_scale)  # [B,A,H,W,5+C]
             d = torch.cat((cxcywh_to_xyxy(d[..., :4]), d[..., 4:]), -1)
             outs.append(d.flatten(1, 3))  # [B, A*H*W, 5+C]
         return torch.cat(outs, 1)

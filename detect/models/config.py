@@ -12,7 +12,7 @@ from detect.errors import DetectError
 
 ARCHS = ("tiny", "yolov2")  # the window classifier has its own WindowConfig
 
-# Default anchors as fractions of the input side, smallest first.
+# Default anchors as fractions of the training input side (ModelConfig.imgsz), smallest first.
 # tiny: the YOLOv3 COCO set (pixels at 416 / 416), three per level for strides 8, 16, 32.
 _V3 = [
     (10, 13),
@@ -45,8 +45,8 @@ class ModelConfig:
     num_classes: int = 80  # C: class logits per anchor
     names: list[str] = field(default_factory=list)  # class names, len == num_classes (or empty)
     anchors: list[list[list[float]]] = field(default_factory=list)  # per level [[w, h], ...]
-    # as fractions of the input side, so one model decodes right at any input size; [] = default
-    imgsz: int = 320  # training/export input side; also sets the objectness bias prior
+    # as fractions of `imgsz`: fixed pixels (anchor x imgsz) at every input size; [] = default
+    imgsz: int = 320  # training input side (the anchors' unit); also the objectness bias prior
     width: float = 1.0  # tiny: channel multiplier (0.5 halves every layer's width)
     depth: float = (
         1.0  # tiny: residual blocks per backbone stage multiplier (YOLOv5's depth_multiple)

@@ -54,7 +54,8 @@ def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
         lines.append(("centre offset", f"{decode} cells from the cell corner"))
         for lvl, (level, s) in enumerate(zip(cfg.anchors, model.strides, strict=True)):
             for w, h in level:
-                px = (f"{w * imgsz:.1f}", f"{h * imgsz:.1f}")
+                side = cfg.imgsz  # anchors are fixed pixels at the trained side, any input
+                px = (f"{w * side:.1f}", f"{h * side:.1f}")
                 info["anchors"].append((str(lvl), str(s), f"{w:.4f}", f"{h:.4f}", *px))
     else:
         total, trainable, stats = count_parameters(model)

@@ -173,7 +173,9 @@ class DetectorTask:
         with autocast():
             raw = model(x)
         net = unwrap(model)
-        loss, terms = self.loss(raw, targets, net.anchors, tuple(x.shape[-2:]), net.cfg.xy_scale)
+        loss, terms = self.loss(
+            raw, targets, net.anchor_pixels, tuple(x.shape[-2:]), net.cfg.xy_scale
+        )
         return loss, terms, len(x)
 
     def validate(
