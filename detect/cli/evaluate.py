@@ -15,6 +15,12 @@ import typer
 from detect.cli.common import Device, Images, Iou, MaxDet, Seed, Split, Strict, Verbose
 from detect.cli.text import num, signed, table
 
+EXAMPLES = [
+    "detect evaluate instances_val.json --pred preds.json",
+    "detect evaluate data.yaml --weights best.safetensors --json scores.json",
+    "detect evaluate data.yaml --pred a.json --pred b.json --bootstrap 1000",
+]  # the end of --help
+
 
 def command(
     data: Annotated[
@@ -49,7 +55,7 @@ def command(
         int,
         typer.Option(
             "--bootstrap",
-            help="With several runs: N paired bootstrap draws over images, for 95%% confidence "
+            help="With several runs: N paired bootstrap draws over images, for 95% confidence "
             "intervals of the mAP differences (seeded by --seed).",
         ),
     ] = 0,

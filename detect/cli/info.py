@@ -8,6 +8,12 @@ import typer
 
 from detect.cli.common import console
 
+EXAMPLES = [
+    "detect info",
+    "detect info runs/train/weights/best.safetensors",
+    "detect info --model yolov2 --imgsz 416 --classes 20",
+]  # the end of --help
+
 
 def command(
     weights: Annotated[

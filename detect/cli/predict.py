@@ -11,6 +11,13 @@ from detect.settings import Method, PredictConfig
 
 P = PredictConfig  # the defaults below are its
 
+EXAMPLES = [
+    "detect predict photo.jpg",
+    "detect predict imgs/ --conf 0.5 --classes 0,2 --save-txt --save-conf",
+    "detect predict clip.mp4 --weights runs/train/weights/best.safetensors",
+    "detect predict list.txt --save-json preds.json --no-images",
+]  # the end of --help
+
 
 def command(
     source: Annotated[

@@ -9,6 +9,11 @@ import typer
 
 from detect.cli.common import Seed, console
 
+EXAMPLES = [
+    "detect synth data/shapes",
+    "detect synth data/small --train 200 --val 50 --video",
+]  # the end of --help
+
 
 def command(
     out: Annotated[Path, typer.Argument(help="New folder for the data set (must not exist).")],

@@ -24,6 +24,13 @@ from detect.settings import (
 
 R, D, W = RunConfig, DetectorConfig, WindowTrainConfig  # the defaults below are theirs
 
+EXAMPLES = [
+    "detect synth data/shapes && detect train data/shapes/data.yaml --epochs 10",
+    "detect train VOC2007 --model yolov2 --time 30 --anchors auto",
+    "detect train data.yaml --weights best.safetensors --freeze backbone",
+    "detect train --resume runs/train",
+]  # the end of --help
+
 
 def command(
     data: Annotated[
