@@ -66,3 +66,11 @@ def test_help_reads_well_at_80_columns():
     r = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "80"})
     assert "SOURCE..." in r.output and "--conf SCORE" in r.output
     assert "--save-txt " in r.output and "--save-txt BOOL" not in r.output
+
+
+def test_plural():
+    from detect.cli.text import plural
+
+    assert [plural(1, "video"), plural(2, "epoch"), plural(0, "box")] == [
+        "1 video", "2 epochs", "0 boxes",
+    ]  # fmt: skip

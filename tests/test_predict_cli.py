@@ -68,7 +68,7 @@ def test_cli_corrupt_file_exit_1_others_processed(tmp_path, fake_model):
     (tmp_path / "imgs" / "fake.jpg").write_text("text, not pixels")
     r = _invoke(str(tmp_path / "imgs"), "--weights", "w", "--out", str(tmp_path / "run"))
     assert r.exit_code == 1
-    assert "fake.jpg" in r.output and "1 input(s) failed" in r.output
+    assert "fake.jpg" in r.output and "1 input failed" in r.output
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["0.jpg", "1.jpg"]
 
 

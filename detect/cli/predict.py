@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console
+from detect.cli.text import plural
 from detect.settings import Method, PredictConfig
 
 P = PredictConfig  # the defaults below are its
@@ -98,10 +99,11 @@ def command(
         )  # fmt: skip
     print_summary(summary, out_console)
     if summary.frames == 0:
-        err_console.print(f"error: nothing could be read ({len(summary.failed)} inputs failed)")
+        failed = plural(len(summary.failed), "input")
+        err_console.print(f"error: nothing could be read ({failed} failed)")
         raise typer.Exit(2)
     if summary.failed:
-        err_console.print(f"{len(summary.failed)} input(s) failed, the rest were processed")
+        err_console.print(f"{plural(len(summary.failed), 'input')} failed, the rest were processed")
         raise typer.Exit(1)
 
 
@@ -170,16 +172,16 @@ def print_summary(s, out) -> None:
     out.print(
         f"Speed: {ms['pre']:.1f} ms pre-process, {ms['inference']:.1f} ms inference, "
         f"{ms['post']:.1f} ms post-process per image {size}on {s.device}; "
-        f"{s.frames} frames, {s.detections} detections in {s.seconds:.1f} s"
+        f"{plural(s.frames, 'frame')}, {plural(s.detections, 'detection')} in {s.seconds:.1f} s"
     )
     if s.run_dir is not None:
         saved = []
         if s.saved_images:
-            saved.append(f"{s.saved_images} images")
+            saved.append(plural(s.saved_images, "image"))
         if s.saved_videos:
-            saved.append(f"{s.saved_videos} videos")
+            saved.append(plural(s.saved_videos, "video"))
         if s.saved_labels:
-            saved.append(f"{s.saved_labels} label files")
+            saved.append(plural(s.saved_labels, "label file"))
         what = ", ".join(saved) or "no files: nothing to save"
         out.print(f"Results saved to [bold]{escape(str(s.run_dir))}[/bold] ({what})")
     if s.json_path is not None:

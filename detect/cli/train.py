@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from detect.cli.common import Device, Seed, Strict, Verbose, console
+from detect.cli.text import plural
 from detect.settings import (
     Assigner,
     Cache,
@@ -158,8 +159,8 @@ def command(
             f"mAP50-95 {result.map:.4f}"
         )
     console.print(
-        f"{result.epochs} epochs in {result.seconds / 60:.1f} min (stopped: {result.stopped}); "
-        f"weights: {result.best}"
+        f"{plural(result.epochs, 'epoch')} in {result.seconds / 60:.1f} min "
+        f"(stopped: {result.stopped}); weights: {result.best}"
     )
 
 
@@ -203,14 +204,14 @@ class _Progress:
         match event:
             case E.RunStart():
                 where = f"{event.device}" + (f" x{event.world}" if event.world > 1 else "")
-                budget = f"{event.time} min" if event.time else f"{event.epochs or 100} epochs"
+                budget = f"{event.time} min" if event.time else plural(event.epochs or 100, "epoch")
                 resumed = (
                     ""
                     if event.resumed_epoch is None
                     else f", resumed at epoch {event.resumed_epoch + 1}"
                 )
                 console.print(
-                    f"training on {event.train_images} images (val {event.val_images}), "
+                    f"training on {plural(event.train_images, 'image')} (val {event.val_images}), "
                     f"{budget}, {where}{resumed} -> {event.run_dir}"
                 )
             case E.DataRead():
