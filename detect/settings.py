@@ -246,6 +246,7 @@ class PredictConfig:
     max_det: int = 300  # cap per image, highest scores kept
     classes: list[int] | None = None  # keep only these class ids
     multi_label: bool = False  # one row per (box, class) above conf: evaluation wants it
+    agnostic_nms: bool = False  # NMS across classes: a box suppresses overlaps of any class
     batch: int = 8  # images per forward pass; larger amortises Python overhead
     method: Method | str = Method.yolo  # a window classifier's weights need a sliding method
     scales: str | Sequence[int] | None = None  # sliding: window sides in px (None: its default)

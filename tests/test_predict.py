@@ -268,10 +268,10 @@ def test_mixed_sources_corrupt_file_json_and_txt(tmp_path):
     }
     assert {r["image_id"] for r in rows_json} >= {"cat", "one", "v_0", "v_3"}
 
-    # `class cx cy w h conf`, normalised by the original 640x480
+    # `class cx cy w h` (trainable as labels), normalised by the original 640x480
     line = (s.run_dir / "labels" / "000123.txt").read_text().split()
     np.testing.assert_allclose([float(v) for v in line], [0, 120 / 640, 60 / 480, 200 / 640,
-                                                          80 / 480, 0.9], atol=1e-6)  # fmt: skip
+                                                          80 / 480], atol=1e-6)  # fmt: skip
     assert (s.run_dir / "labels" / "v_3.txt").is_file()
 
 

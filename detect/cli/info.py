@@ -29,7 +29,7 @@ def command(
         typer.Option("--imgsz", help="Input size for shapes and GFLOPs (default: trained size)."),
     ] = None,
     classes: Annotated[
-        int, typer.Option("--classes", help="Number of classes (with --model).")
+        int, typer.Option("--classes", metavar="N", help="Number of classes (with --model).")
     ] = 80,
 ) -> None:
     """Architecture, layer table, parameter counts, GFLOPs, anchors, classes, training summary.

@@ -96,12 +96,36 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
+def read_list(path: Path) -> list[Path]:
+    """The files a `.txt` list names, one per line (darknet's and ultralytics' habit; blank
+    lines and `#` comments skipped). A relative path is taken from the working folder where it
+    exists there, else from the list's own folder. Missing files stay in the list: they are
+    reported as inputs that could not be read, as any other unreadable file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DetectError(f"{path}: cannot read the list of images ({e})") from None
+    files = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        f = Path(entry).expanduser()
+        if not f.is_absolute() and not f.exists():
+            f = path.parent / f  # (where a missing one is reported)
+        files.append(f)
+    if not files:
+        raise DetectError(f"{path}: the list names no image or video")
+    return files
+
+
 def expand_sources(args: Sequence[str]) -> list[Source]:
     """Expand SOURCE arguments into image / video / camera sources.
 
     A folder is searched recursively for images and videos; a pattern with `*`, `?` or `[` is a
-    glob (`**` crosses folders); an all-digit argument that is not a file is a camera index.
-    A file with another extension is tried as an image (reported if it is not one).
+    glob (`**` crosses folders); an all-digit argument that is not a file is a camera index;
+    a `.txt` file lists image or video paths, one per line (`read_list`). A file with another
+    extension is tried as an image (reported if it is not one).
 
     Raises DetectError for a path that does not exist, an empty folder or a glob that matches
     nothing, naming the argument.
@@ -128,6 +152,10 @@ def expand_sources(args: Sequence[str]) -> list[Source]:
                 raise DetectError(f"no images or videos in folder: {arg}")
             for f in files:
                 add(_kind(f), f, arg, f.relative_to(p))
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            files = read_list(p)
+            for f, rel in zip(files, relative_paths(files), strict=True):
+                add(_kind(f), f, arg, Path(rel))
         elif p.is_file():
             add(_kind(p), p, arg, Path(p.name))
         elif glob.has_magic(arg):
