@@ -74,3 +74,24 @@ def test_plural():
     assert [plural(1, "video"), plural(2, "epoch"), plural(0, "box")] == [
         "1 video", "2 epochs", "0 boxes",
     ]  # fmt: skip
+
+
+def test_reference_page_lists_every_command_and_option():
+    """docs/reference.md documents every option of every command, under that command."""
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    from detect.cli.main import COMMANDS, make_app
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    sections = dict(re.findall(r"^### detect (\w+)\n(.*?)(?=^### |^## |\Z)", doc, re.S | re.M))
+    group = typer.main.get_command(make_app(COMMANDS))
+    for name in COMMANDS:
+        assert name in sections, name
+        for p in group.commands[name].params:
+            for opt in p.opts:
+                if opt.startswith("-") and opt not in ("-h", "--help"):
+                    assert f"`{opt}" in sections[name], (name, opt)
+    assert "## From ultralytics" in doc and "`--save-conf`" in doc

@@ -45,10 +45,6 @@ def command(
         raise DetectError("give a weights file or --model, not both")
     if model is not None:
         info = describe_arch(model, imgsz, classes)
-        table = Table("#", "layer", "filters", "size/stride", "input", "output", box=None)
-        for row in info["layers"]:
-            table.add_row(*(str(v) for v in row))
-        console.print(table)
     else:
         from detect.resources import default_weights
 
@@ -56,10 +52,20 @@ def command(
         if weights is None and not default_weights().is_file():
             raise DetectError(f"no weights given and the shipped model is missing: {path}")
         info = describe_weights(path, imgsz)
+    if info.get("layers"):
+        table = Table("#", "layer", "filters", "size/stride", "input", "output", box=None)
+        for row in info["layers"]:
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
     for key, value in info["lines"]:
         console.print(f"{key}: {value}", highlight=False, soft_wrap=True)
     if info.get("anchors"):
         table = Table("level", "stride", "w", "h", "w px", "h px", box=None)
         for row in info["anchors"]:
             table.add_row(*row)
+        console.print(table)
+    if info.get("training"):
+        table = Table("training", "", title="Training summary", show_header=False)
+        for key, value in info["training"]:
+            table.add_row(key, value)
         console.print(table)

@@ -65,7 +65,9 @@ def command(
         float | None,
         typer.Option("--lr", help="Peak learning rate (default 0.001 AdamW, 0.01 SGD)."),
     ] = R.lr,
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer")] = Optimizer(R.optimizer),
+    optimizer: Annotated[
+        Optimizer, typer.Option("--optimizer", help="AdamW, or SGD with Nesterov momentum.")
+    ] = Optimizer(R.optimizer),
     patience: Annotated[
         int, typer.Option("--patience", help="Stop after N validations without improvement.")
     ] = R.patience,
