@@ -26,7 +26,8 @@ def command(
         list[str],
         typer.Argument(
             help="Image files, folders (searched recursively), globs ('imgs/**/*.jpg'), "
-            "a .txt file listing image paths, video files or a camera index (0).",
+            "a .txt file listing image paths, video files, stream URLs (rtsp://, http://) "
+            "or a camera index (0).",
             show_default=False,
         ),
     ],

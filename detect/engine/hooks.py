@@ -83,13 +83,15 @@ class EMA(Hook):
 
 
 class Interrupt(Hook):
-    """Ctrl-C sets a flag instead of raising, checked after every step (the state saved is
-    never half-updated) and after validation; a second Ctrl-C raises as usual. Only in the
-    main thread (where Python delivers signals)."""
+    """Ctrl-C (or SIGTERM: a `kill`, a container stop) sets a flag instead of raising, checked
+    after every step (the state saved is never half-updated) and after validation; a second
+    one raises as usual. Only in the main thread (where Python delivers signals)."""
+
+    signals = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.hit = False
-        self._old: Any = None
+        self._old: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.hit:
@@ -98,12 +100,12 @@ class Interrupt(Hook):
 
     def before_train(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.signals}
 
     def after_train(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
     def after_step(self) -> None:
         if self.hit:
