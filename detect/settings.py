@@ -70,6 +70,9 @@ class RunConfig:
     train_split: str = "train"  # split names in DATA
     val_split: str = "val"
     max_images: int | None = None  # use only the first N images of each split (quick runs)
+    fraction: float = 1.0  # train on this fraction of the training images (the first ones)
+    single_cls: bool = False  # every class becomes one, "object" (a class-agnostic detector)
+    save_period: int = 0  # also keep weights/epochN.safetensors every N epochs (0: never)
     out: str = "runs/train"  # run folder (a new one: runs/train-2, ... if it exists)
     name: str | None = None  # run folder name under the parent of `out`
     resume: str | None = None  # run folder to continue
@@ -87,6 +90,10 @@ class RunConfig:
             raise DetectError(f"unknown optimizer {self.optimizer!r} (use adamw or sgd)")
         if self.lr is not None and not self.lr > 0:
             raise DetectError(f"--lr must be > 0, got {self.lr}")
+        if not 0 < self.fraction <= 1:
+            raise DetectError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if self.save_period < 0:
+            raise DetectError(f"--save-period must be >= 0, got {self.save_period}")
         return self
 
 
@@ -113,6 +120,9 @@ class DetectorConfig:
     ema_tau: float = 2000.0  # ramp length of the EMA decay, in steps
     close_mosaic: float = 0.0  # fraction of the run at the end trained without mosaic (YOLOv8
     # uses 10 epochs; here val mAP fell in that phase in 4 of 4 timed runs, so off by default)
+    close_mosaic_epochs: int = 0  # mosaic off for the last N epochs (`--close-mosaic N`, as
+    # YOLOv8; with --time, N epochs' worth of the budget at the measured epoch length)
+    freeze: str | None = None  # "N": the model's first N blocks get no updates; "backbone"
     mosaic: float = 1.0  # mosaic probability
     scale: float = 0.5  # random zoom 1 +- scale (AugmentConfig.scale)
     cache: str | None = None  # "ram": decode and resize every training image once
@@ -134,6 +144,10 @@ class DetectorConfig:
             raise DetectError(f"unknown assigner {self.assigner!r} (use tal or yolov2)")
         if self.cache not in (None, *Cache):
             raise DetectError(f"unknown --cache {self.cache!r} (use ram)")
+        if self.close_mosaic_epochs < 0:
+            raise DetectError(f"--close-mosaic must be >= 0, got {self.close_mosaic_epochs}")
+        if self.freeze is not None and not (self.freeze == "backbone" or self.freeze.isdigit()):
+            raise DetectError(f"--freeze takes a number of blocks or 'backbone', got {self.freeze}")
         return self
 
 
@@ -246,6 +260,7 @@ class PredictConfig:
     max_det: int = 300  # cap per image, highest scores kept
     classes: list[int] | None = None  # keep only these class ids
     multi_label: bool = False  # one row per (box, class) above conf: evaluation wants it
+    agnostic_nms: bool = False  # NMS across classes: a box suppresses overlaps of any class
     batch: int = 8  # images per forward pass; larger amortises Python overhead
     method: Method | str = Method.yolo  # a window classifier's weights need a sliding method
     scales: str | Sequence[int] | None = None  # sliding: window sides in px (None: its default)

@@ -43,3 +43,55 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(p, "two")
     assert p.read_text() == "two"
     assert [f.name for f in p.parent.iterdir()] == ["x.txt"]  # no temp file left behind
+
+
+def test_help_reads_well_at_80_columns():
+    """Every command's help: plain value names (no <bool>, <int>, <list[str]>, ranges), lines
+    that fit 80 columns, capitalised arguments, and examples at the end."""
+    from typer.testing import CliRunner
+
+    from detect.cli.main import COMMANDS, make_app
+
+    app = make_app(COMMANDS)
+    runner = CliRunner()
+    for name in COMMANDS:
+        r = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"}, prog_name="detect")
+        assert r.exit_code == 0, (name, r.output)
+        text = r.output
+        for noise in ("<bool>", "<int", "<str", "<float", "<list", "x>=", "%%", "{"):
+            assert noise not in text, (name, noise)
+        assert all(len(line) <= 80 for line in text.splitlines()), name
+        assert text.rstrip().splitlines()[-1].strip().startswith("detect "), name
+        assert "Examples:" in text, name
+    r = runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "80"})
+    assert "SOURCE..." in r.output and "--conf SCORE" in r.output
+    assert "--save-txt " in r.output and "--save-txt BOOL" not in r.output
+
+
+def test_plural():
+    from detect.cli.text import plural
+
+    assert [plural(1, "video"), plural(2, "epoch"), plural(0, "box")] == [
+        "1 video", "2 epochs", "0 boxes",
+    ]  # fmt: skip
+
+
+def test_reference_page_lists_every_command_and_option():
+    """docs/reference.md documents every option of every command, under that command."""
+    import re
+    from pathlib import Path
+
+    import typer.main
+
+    from detect.cli.main import COMMANDS, make_app
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    sections = dict(re.findall(r"^### detect (\w+)\n(.*?)(?=^### |^## |\Z)", doc, re.S | re.M))
+    group = typer.main.get_command(make_app(COMMANDS))
+    for name in COMMANDS:
+        assert name in sections, name
+        for p in group.commands[name].params:
+            for opt in p.opts:
+                if opt.startswith("-") and opt not in ("-h", "--help"):
+                    assert f"`{opt}" in sections[name], (name, opt)
+    assert "## From ultralytics" in doc and "`--save-conf`" in doc

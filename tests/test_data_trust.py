@@ -142,11 +142,13 @@ def test_predict_outputs_read_back_exactly(tmp_path):
     from test_predict import RedBoxModel
 
     from detect.inference import PredictConfig, run_predict
+    from detect.inference.outputs import SaveOptions
 
     data = _red_box_set(tmp_path / "set")
     s = run_predict([str(tmp_path / "set/images/val")], RedBoxModel(320),
-                    PredictConfig(conf=0.25, batch=2), out=tmp_path / "runs/p", save_images=False,
-                    save_txt=True, save_json=tmp_path / "p.json")  # fmt: skip
+                    PredictConfig(conf=0.25, batch=2), out=tmp_path / "runs/p",
+                    save=SaveOptions(images=False, txt=True, conf=True),
+                    save_json=tmp_path / "p.json")  # fmt: skip
     ids = {r["image_id"] for r in json.loads((tmp_path / "p.json").read_text())}
     assert ids == {"cam1/000001", "cam2/000001", "0001", "001", "Left Gate"}
     gt = load_ground_truth(data, "val")

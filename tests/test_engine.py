@@ -119,6 +119,43 @@ def test_close_mosaic_turns_mosaic_off_for_the_last_part_of_the_run():
     assert fake.task.mosaic_on is False
 
 
+def test_close_mosaic_epochs_by_the_limit_or_the_measured_epoch_length():
+    """--close-mosaic N: the last N epochs of an epoch limit; under --time, N epochs' worth of
+    the budget at the epoch length measured so far (the first epoch keeps mosaic)."""
+    fake = SimpleNamespace(task=SimpleNamespace(mosaic_on=None), epoch=0, max_epochs=10)
+    hook = H.CloseMosaic(0.0, lambda: fake.epoch / 10, epochs=2)
+    hook.trainer = fake
+    seen = []
+    for fake.epoch in range(10):
+        hook.before_epoch()
+        seen.append(fake.task.mosaic_on)
+    assert seen == [True] * 8 + [False] * 2
+    fake.max_epochs = 10**9  # a time budget: 3 epochs took 0.66 of it, so one is 0.22
+    hook.progress, fake.epoch = lambda: 0.66, 3
+    hook.before_epoch()
+    assert fake.task.mosaic_on is False  # 0.66 >= 1 - 2 x 0.22
+    hook.progress = lambda: 0.3
+    hook.before_epoch()
+    assert fake.task.mosaic_on is True
+
+
+def test_interrupt_hook_takes_sigterm_as_ctrl_c():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    hook = H.Interrupt()
+    hook.trainer = SimpleNamespace(request_stop=lambda reason: stops.append(reason))
+    stops = []
+    hook.before_train()
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        hook.after_step()
+    finally:
+        hook.after_train()
+    assert hook.hit and stops == [Stop.interrupted]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 class _Clock(SimpleNamespace):
     def elapsed(self):
         return self.now

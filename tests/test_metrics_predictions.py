@@ -50,7 +50,8 @@ def test_yolo_folder_to_pixels(tmp_path):
 @pytest.mark.parametrize(
     "name, text, message",
     [
-        ("img_a.txt", "1 0.5 0.5 0.1 0.2\n", "img_a.txt:1"),
+        ("img_a.txt", "1 0.5 0.5 0.1 0.2\n", "img_a.txt:1: a label without a score"),
+        ("img_a.txt", "1 0.5 0.5 0.1\n", "img_a.txt:1: expected"),
         ("img_a.txt", "0 0.5 0.5 0.1 0.2 0.9\n1 0.5 nan 0.1 0.2 0.9\n", "img_a.txt:2"),
         ("img_a.txt", "5 0.5 0.5 0.1 0.2 0.9\n", "class 5"),
         ("img_a.txt", "1 0.5 0.5 -0.1 0.2 0.9\n", "negative"),

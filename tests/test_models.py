@@ -218,5 +218,11 @@ def test_info_cli_on_weights_file(tmp_path):
     r = CliRunner().invoke(app, ["info", str(w)])
     assert r.exit_code == 0, r.output
     total = f"{sum(p.numel() for p in m.parameters()):,}"  # trainable params, as printed
-    for text in ["0=cat, 1=dog", "2 * sigmoid(t) - 0.5", total, "GFLOPs", '"epochs": 3', "0.0200"]:
+    for text in ["0=cat, 1=dog", "2 * sigmoid(t) - 0.5", total, "GFLOPs", "0.0200"]:
         assert text in r.output, text
+    # the training summary as a table, not JSON; the layer table as for --model
+    assert "Training summary" in r.output and '"epochs"' not in r.output
+    assert any(
+        line.split()[:2] == ["epochs", "3"] for line in r.output.replace("│", " ").splitlines()
+    )
+    assert "size/stride" in r.output and "conv" in r.output

@@ -268,10 +268,10 @@ def test_mixed_sources_corrupt_file_json_and_txt(tmp_path):
     }
     assert {r["image_id"] for r in rows_json} >= {"cat", "one", "v_0", "v_3"}
 
-    # `class cx cy w h conf`, normalised by the original 640x480
+    # `class cx cy w h` (trainable as labels), normalised by the original 640x480
     line = (s.run_dir / "labels" / "000123.txt").read_text().split()
     np.testing.assert_allclose([float(v) for v in line], [0, 120 / 640, 60 / 480, 200 / 640,
-                                                          80 / 480, 0.9], atol=1e-6)  # fmt: skip
+                                                          80 / 480], atol=1e-6)  # fmt: skip
     assert (s.run_dir / "labels" / "v_3.txt").is_file()
 
 
@@ -340,3 +340,39 @@ def test_classes_filter_max_det_and_conf():
     np.testing.assert_allclose(out[:, 4:], [[0.8, 1], [0.7, 1]], atol=1e-6)
     out = Predictor(FixedModel(rows), PredictConfig(conf=0.25, max_det=2))(img)[0]
     np.testing.assert_allclose(out[:, 4], [0.9, 0.8], atol=1e-6)
+
+
+def test_stream_url_from_a_local_server(tmp_path):
+    """An http:// video is read through OpenCV as a stream: every frame predicted, an annotated
+    video written; a URL nothing answers is one failed input, not a crash."""
+    import functools
+    import http.server
+    import socket
+    import threading
+
+    w = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0,
+                        (64, 48))  # fmt: skip
+    for i in range(7):
+        w.write(_img(48, 64, 20 * i))
+    w.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+        model = FixedModel([[0, 0, 32, 32, 1.0, 1.0, 0.0]])
+        buf = io.StringIO()
+        s = run_predict([url, f"http://127.0.0.1:{dead}/none.avi"], model,
+                        out=tmp_path / "run", save_json=buf)  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(x.kind, x.frames, x.failed) for x in s.sources] == [("stream", 7, 0), ("stream", 0, 1)]
+    assert "cannot open stream" in s.failed[0]
+    assert {r["image_id"] for r in json.loads(buf.getvalue())} == {f"clip_{i}" for i in range(7)}
+    assert _read_video(s.run_dir / "clip.mp4")[0] == 7

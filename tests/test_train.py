@@ -314,3 +314,51 @@ def test_ram_cache_gives_the_same_samples(tmp_path):
     with pytest.raises(DetectError):
         plain[0]
     assert cached[0][0].shape == (3, 64, 64)
+
+
+def test_fraction_single_cls_freeze_save_period_close_mosaic_and_finished_resume(
+    synth_data, tmp_path
+):
+    """The ultralytics-style options in one short run, then --resume on the finished run: an
+    error that says so and how to train further, and a warning naming the options it ignores."""
+    from typer.testing import CliRunner
+
+    from detect.cli.main import app
+    from detect.engine import events as E
+    from detect.models.weights_file import load_weights
+
+    mosaic = []
+
+    def on(e):
+        if isinstance(e, E.EpochStart):
+            mosaic.append(e.mosaic)
+
+    cfg = _cfg(synth_data, tmp_path / "o", fraction=0.5, single_cls=True, freeze="backbone",
+               save_period=1, close_mosaic_epochs=1)  # fmt: skip
+    r = train(cfg, on)
+    rows = _csv(r.run_dir / "results.csv")
+    assert [int(x["images"]) for x in rows] == [8, 8]  # half of the 16 training images
+    assert all(x["val_precision"] != "" and x["val_recall"] != "" for x in rows)
+    assert mosaic == [True, False]  # no mosaic in the last epoch
+    args = json.loads((r.run_dir / "args.json").read_text())
+    assert args["frozen"] == ["stem", "stage2", "stage3", "stage4", "stage5"]
+    w1, w2 = (_tensors(r.run_dir / f"weights/epoch{k}.safetensors") for k in (1, 2))
+    assert torch.equal(w1["stem.conv.weight"], w2["stem.conv.weight"])  # frozen
+    assert not torch.equal(w1["heads.0.box.1.weight"], w2["heads.0.box.1.weight"])  # trained
+    _, meta = load_weights(r.run_dir / "weights/best.safetensors")
+    assert meta["names"] == ["object"]
+    from detect.cli.train import class_table, epoch_line
+
+    table = class_table(r.best_eval, r.best_epoch)  # the closing per-class table
+    assert "│ object " in table and "│ all " in table and "mAP50-95" in table
+    from detect.engine.results import read_results
+
+    line = epoch_line(read_results(r.run_dir / "results.csv")[-1], False)
+    assert len(line) < 80 and line.split()[0] == "2" and len(line.split()) == 9
+
+    with pytest.raises(DetectError, match="is finished: all 2 epochs are done.*--weights"):
+        train(_resume(r.run_dir))
+    res = CliRunner().invoke(app, ["train", "--resume", str(r.run_dir), "--epochs", "5",
+                                   "--batch", "4", "--workers", "0"])  # fmt: skip
+    assert isinstance(res.exception, DetectError) and "is finished" in str(res.exception)
+    assert "ignored: --epochs, --batch" in res.output.replace("\n", " ")

@@ -30,6 +30,12 @@ class AnchorFrame(StrEnum):
     image = "image"
 
 
+EXAMPLES = [
+    "detect anchors data.yaml -k 5 --save anchors.json",
+    "detect anchors VOC2007 --sweep 1-10 --plot anchors.png",
+]  # the end of --help
+
+
 def command(
     data: Annotated[str, typer.Argument(help="Data set: YAML, COCO instances JSON or VOC folder.")],
     k: Annotated[int, typer.Option("-k", help="Number of anchors.", min=1)] = 9,

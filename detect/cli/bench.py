@@ -18,6 +18,11 @@ from detect.cli.common import (
     print_report,
 )
 
+EXAMPLES = [
+    "detect bench data.yaml --window-weights window.safetensors",
+    "detect bench data.yaml --max-images 20 --plot bench.png",
+]  # the end of --help
+
 
 def command(
     data: Annotated[str, typer.Argument(help="Data set: YAML, COCO instances JSON or VOC folder.")],

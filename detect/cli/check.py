@@ -8,6 +8,11 @@ import typer
 
 from detect.cli.common import Images, console, err_console
 
+EXAMPLES = [
+    "detect check data.yaml",
+    "detect check instances_val.json --fast --json report.json",
+]  # the end of --help
+
 
 def command(
     data: Annotated[str, typer.Argument(help="Data set: YAML, COCO instances JSON or VOC folder.")],

@@ -32,8 +32,28 @@ ImgSz = Annotated[
 Iou = Annotated[float, typer.Option("--iou", help="NMS IoU threshold.")]
 MaxDet = Annotated[int, typer.Option("--max-det", help="Maximum detections per image.")]
 Classes = Annotated[
-    list[int] | None, typer.Option("--classes", help="Keep only these class ids (repeatable).")
+    list[str] | None,
+    typer.Option("--classes", help="Keep only these class ids: 0,2 or repeated --classes 0."),
 ]
+
+
+def parse_classes(values: list[str] | None) -> list[int] | None:
+    """`--classes 0,2 --classes 5` -> [0, 2, 5]; None when not given."""
+    if not values:
+        return None
+    from detect.errors import DetectError
+
+    ids = []
+    for v in values:
+        for part in str(v).replace(" ", ",").split(","):
+            if not part:
+                continue
+            if not part.isdigit():
+                raise DetectError(f"--classes takes class ids (0,2 or repeated), got {v!r}")
+            ids.append(int(part))
+    return sorted(set(ids)) or None
+
+
 Split = Annotated[
     str,
     typer.Option("--split", help="Split of DATA (for a VOC folder: a list in ImageSets/Main)."),

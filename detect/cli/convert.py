@@ -16,6 +16,12 @@ class Layout(StrEnum):
     voc = "voc"
 
 
+EXAMPLES = [
+    "detect convert VOC2007 --to yolo voc-yolo",
+    "detect convert data.yaml --to coco shapes-coco --split val",
+]  # the end of --help
+
+
 def command(
     data: Annotated[str, typer.Argument(help="Data set: YAML, COCO instances JSON or VOC folder.")],
     to: Annotated[Layout, typer.Option("--to", help="Target layout.")],

@@ -13,7 +13,13 @@ from typing import Annotated
 import typer
 
 from detect.cli.common import Device, Images, Iou, MaxDet, Seed, Split, Strict, Verbose
-from detect.cli.text import num, signed, table
+from detect.cli.text import num, plural, signed, table
+
+EXAMPLES = [
+    "detect evaluate instances_val.json --pred preds.json",
+    "detect evaluate data.yaml --weights best.safetensors --json scores.json",
+    "detect evaluate data.yaml --pred a.json --pred b.json --bootstrap 1000",
+]  # the end of --help
 
 
 def command(
@@ -49,7 +55,7 @@ def command(
         int,
         typer.Option(
             "--bootstrap",
-            help="With several runs: N paired bootstrap draws over images, for 95%% confidence "
+            help="With several runs: N paired bootstrap draws over images, for 95% confidence "
             "intervals of the mAP differences (seeded by --seed).",
         ),
     ] = 0,
@@ -231,7 +237,7 @@ def _single(r) -> str:
         )
     if r.tide is not None:
         lines.append(_tide_table([r.tide], ["value"]))
-    lines.append(f"{r.images} images, {r.seconds:.2f} s")
+    lines.append(f"{plural(r.images, 'image')}, {r.seconds:.2f} s")
     return "\n".join(lines)
 
 
@@ -278,7 +284,7 @@ def _comparison(cmp) -> str:
     if rs[0].operating.at_precision is not None:
         p = rs[0].operating.at_precision
         rows.append(row(f"R at P>={p:g}", [r.operating.all_at["recall"] for r in rs]))
-    lines = [table(header, rows, title=f"{rs[0].images} images; Δ: minus {names[0]}")]
+    lines = [table(header, rows, title=f"{plural(rs[0].images, 'image')}; Δ: minus {names[0]}")]
     cls_rows = []
     aps = [r.coco.per_class_ap()[0] for r in rs]
     for k, name in enumerate(rs[0].names):

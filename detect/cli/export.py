@@ -8,6 +8,11 @@ import typer
 
 from detect.cli.common import console
 
+EXAMPLES = [
+    "detect export best.safetensors",
+    "detect export best.safetensors --format torchscript --imgsz 416",
+]  # the end of --help
+
 
 def command(
     weights: Annotated[

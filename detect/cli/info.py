@@ -8,6 +8,12 @@ import typer
 
 from detect.cli.common import console
 
+EXAMPLES = [
+    "detect info",
+    "detect info runs/train/weights/best.safetensors",
+    "detect info --model yolov2 --imgsz 416 --classes 20",
+]  # the end of --help
+
 
 def command(
     weights: Annotated[
@@ -23,7 +29,7 @@ def command(
         typer.Option("--imgsz", help="Input size for shapes and GFLOPs (default: trained size)."),
     ] = None,
     classes: Annotated[
-        int, typer.Option("--classes", help="Number of classes (with --model).")
+        int, typer.Option("--classes", metavar="N", help="Number of classes (with --model).")
     ] = 80,
 ) -> None:
     """Architecture, layer table, parameter counts, GFLOPs, anchors, classes, training summary.
@@ -39,10 +45,6 @@ def command(
         raise DetectError("give a weights file or --model, not both")
     if model is not None:
         info = describe_arch(model, imgsz, classes)
-        table = Table("#", "layer", "filters", "size/stride", "input", "output", box=None)
-        for row in info["layers"]:
-            table.add_row(*(str(v) for v in row))
-        console.print(table)
     else:
         from detect.resources import default_weights
 
@@ -50,10 +52,20 @@ def command(
         if weights is None and not default_weights().is_file():
             raise DetectError(f"no weights given and the shipped model is missing: {path}")
         info = describe_weights(path, imgsz)
+    if info.get("layers"):
+        table = Table("#", "layer", "filters", "size/stride", "input", "output", box=None)
+        for row in info["layers"]:
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
     for key, value in info["lines"]:
         console.print(f"{key}: {value}", highlight=False, soft_wrap=True)
     if info.get("anchors"):
         table = Table("level", "stride", "w", "h", "w px", "h px", box=None)
         for row in info["anchors"]:
             table.add_row(*row)
+        console.print(table)
+    if info.get("training"):
+        table = Table("training", "", title="Training summary", show_header=False)
+        for key, value in info["training"]:
+            table.add_row(key, value)
         console.print(table)

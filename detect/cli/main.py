@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from detect import __version__
 from detect.errors import DetectError
@@ -33,6 +35,78 @@ def _root(
     """YOLO-style object detection from the terminal."""
 
 
+# Option value names where the type alone says too little; others by type (N, NUM, TEXT).
+METAVARS = {
+    "weights": "FILE", "window_weights": "FILE", "save_json": "FILE", "json": "FILE",
+    "save": "FILE", "pred": "FILE", "plot": "PNG", "plots": "DIR", "out": "DIR",
+    "resume": "DIR", "images": "DIR", "name": "NAME", "split": "NAME",
+    "train_split": "NAME", "val_split": "NAME", "device": "DEVICE", "classes": "IDS",
+    "anchors": "FILE|auto", "scales": "PX,...", "imgsz": "PX", "conf": "SCORE", "iou": "IOU",
+    "time": "MINUTES", "lr": "LR", "freeze": "N|backbone", "source": "TEXT",
+}  # fmt: skip
+TYPE_METAVARS = {
+    "int": "N", "int range": "N", "float": "NUM", "float range": "NUM", "str": "TEXT",
+    "path": "PATH",
+}  # fmt: skip
+
+
+class Command(TyperCommand):
+    """Help that reads well at 80 columns: plain click layout (no panels), one value name per
+    option (`--conf SCORE`, `--out DIR`; flags take none), arguments in capitals
+    (`SOURCE...`, `[DATA]`), and the module's EXAMPLES at the end."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "rich_markup_mode": None})
+        for p in self.params:
+            if isinstance(p, TyperArgument):
+                p.metavar = (p.name or "").upper() + ("..." if p.nargs == -1 else "")
+            elif isinstance(p, TyperOption) and not p.is_flag and p.metavar is None:
+                if hasattr(p.type, "choices"):
+                    p.metavar = "|".join(str(c) for c in p.type.choices)
+                else:
+                    p.metavar = METAVARS.get(p.name or "", TYPE_METAVARS.get(p.type.name, "X"))
+            if hasattr(p.type, "_describe_range"):  # "[x>=1]": the error message says it
+                p.get_help_record = _without_range(p.get_help_record)
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if isinstance(p, TyperArgument):
+                pieces.append(p.metavar if p.required else f"[{p.metavar}]")
+        return pieces
+
+
+RANGE = re.compile(r"[-\d.]*<=?x(<=?[-\d.]*)?|x[<>]=?[-\d.]*")
+
+
+def _without_range(get_help_record):
+    """An option's help record without click's range note ("[default: 50; x>=0]")."""
+
+    def record(ctx):
+        rec = get_help_record(ctx)
+        if rec is None or not rec[1].endswith("]") or "  [" not in rec[1]:
+            return rec
+        text, _, extra = rec[1].rpartition("  [")
+        parts = [x for x in extra[:-1].split("; ") if not RANGE.fullmatch(x)]
+        return rec[0], text + (f"  [{'; '.join(parts)}]" if parts else "")
+
+    return record
+
+
+def epilog(examples: list[str]) -> str | None:
+    """The examples block at the end of a command's help (kept as written, not rewrapped)."""
+    if not examples:
+        return None
+    return "Examples:\n\n\b\n" + "\n".join(f"  {e}" for e in examples)
+
+
+def summary(module) -> str:
+    """The line `detect --help` lists a command with: its module docstring's first sentence."""
+    first = " ".join((module.__doc__ or "").split("\n\n")[0].split())
+    text = first.split("`: ", 1)[-1].rstrip(".")
+    return text[:1].upper() + text[1:]
+
+
 def make_app(names: list[str] = COMMANDS) -> typer.Typer:
     """The Typer app with the commands `names` (each module's `command`; its docstring is the
     help). `run` registers only the command being run, so its module and what it imports are
@@ -43,11 +117,14 @@ def make_app(names: list[str] = COMMANDS) -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        rich_markup_mode=None,  # click's plain layout: compact at 80 columns, no rich import
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
     for name in names:
-        app.command(name)(importlib.import_module(f"detect.cli.{name}").command)
+        module = importlib.import_module(f"detect.cli.{name}")
+        examples = epilog(getattr(module, "EXAMPLES", []))
+        app.command(name, cls=Command, epilog=examples, short_help=summary(module))(module.command)
     return app
 
 
@@ -86,7 +163,7 @@ def run() -> None:
     argv = sys.argv[1:]
     app = make_app([argv[0]] if argv and argv[0] in COMMANDS else COMMANDS)
     try:
-        app()
+        app(prog_name="detect")
     except DetectError as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         sys.exit(1)

@@ -6,10 +6,19 @@ from typing import Annotated
 
 import typer
 
-from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console
+from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console, parse_classes
+from detect.cli.text import plural
+from detect.errors import DetectError
 from detect.settings import Method, PredictConfig
 
 P = PredictConfig  # the defaults below are its
+
+EXAMPLES = [
+    "detect predict photo.jpg",
+    "detect predict imgs/ --conf 0.5 --classes 0,2 --save-txt --save-conf",
+    "detect predict clip.mp4 --weights runs/train/weights/best.safetensors",
+    "detect predict list.txt --save-json preds.json --no-images",
+]  # the end of --help
 
 
 def command(
@@ -17,7 +26,8 @@ def command(
         list[str],
         typer.Argument(
             help="Image files, folders (searched recursively), globs ('imgs/**/*.jpg'), "
-            "video files or a camera index (0).",
+            "a .txt file listing image paths, video files, stream URLs (rtsp://, http://) "
+            "or a camera index (0).",
             show_default=False,
         ),
     ],
@@ -40,7 +50,15 @@ def command(
     ] = "runs/predict",
     save_txt: Annotated[
         bool,
-        typer.Option("--save-txt", help="YOLO label files 'class cx cy w h conf' in labels/."),
+        typer.Option("--save-txt", help="YOLO label files 'class cx cy w h' in labels/."),
+    ] = False,
+    save_conf: Annotated[
+        bool,
+        typer.Option("--save-conf", help="With --save-txt: the score as a 6th column."),
+    ] = False,
+    save_crop: Annotated[
+        bool,
+        typer.Option("--save-crop", help="Each detection's box as an image: crops/CLASS/."),
     ] = False,
     save_json: Annotated[
         str | None,
@@ -48,6 +66,20 @@ def command(
     ] = None,
     no_images: Annotated[
         bool, typer.Option("--no-images", help="Do not write annotated images or videos.")
+    ] = False,
+    line_width: Annotated[
+        int | None,
+        typer.Option("--line-width", metavar="PX", help="Box lines (default: from image size)."),
+    ] = None,
+    hide_labels: Annotated[
+        bool, typer.Option("--hide-labels", help="Draw the boxes without labels.")
+    ] = False,
+    hide_conf: Annotated[
+        bool, typer.Option("--hide-conf", help="Labels without the score.")
+    ] = False,
+    agnostic_nms: Annotated[
+        bool,
+        typer.Option("--agnostic-nms", help="NMS across classes (one box per object)."),
     ] = False,
     vid_stride: Annotated[
         int,
@@ -70,32 +102,69 @@ def command(
     ] = None,
 ) -> None:
     """Detect objects and save annotated images / videos into a new run folder, with optional
-    YOLO label files (--save-txt) and a COCO results list (--save-json). Exit code 1 when some
-    input could not be read, 2 when none could."""
+    YOLO label files (--save-txt), crops (--save-crop) and a COCO results list (--save-json).
+    Exit code 1 when some input could not be read, 2 when none could, 130 when interrupted
+    (Ctrl-C or SIGTERM: what was written stays valid)."""
     import sys
 
     from detect.cli.common import default_weights
     from detect.inference import run_predict
+    from detect.inference.outputs import SaveOptions
 
+    if line_width is not None and line_width < 1:
+        raise DetectError(f"--line-width must be >= 1, got {line_width}")
     cfg = PredictConfig(
-        imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=classes, batch=batch,
-        method=method, scales=scales, stride=stride,
+        imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=parse_classes(classes),
+        batch=batch, method=method, scales=scales, stride=stride, agnostic_nms=agnostic_nms,
+    )  # fmt: skip
+    save = SaveOptions(
+        images=not no_images, txt=save_txt, conf=save_conf, crop=save_crop,
+        line_width=line_width, hide_labels=hide_labels, hide_conf=hide_conf,
     )  # fmt: skip
     out_console = err_console if save_json == "-" else console  # keep stdout clean for JSON
     json_target = sys.stdout if save_json == "-" else save_json
-    with _progress(out_console) as progress:
+    with _sigterm_as_interrupt(), _progress(out_console) as progress:
         summary = run_predict(
             source, weights or default_weights(), cfg, device=device, out=out,
-            save_images=not no_images, save_txt=save_txt, save_json=json_target,
-            vid_stride=vid_stride, callback=progress,
+            save_json=json_target, save=save, vid_stride=vid_stride, callback=progress,
         )  # fmt: skip
     print_summary(summary, out_console)
+    if summary.interrupted:
+        n, total = summary.frames, summary.total
+        done = f"{n} of {plural(total, 'frame')}" if total is not None else plural(n, "frame")
+        kept = f"; results so far in {summary.run_dir}" if summary.run_dir is not None else ""
+        err_console.print(f"interrupted after {done}{kept}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
     if summary.frames == 0:
-        err_console.print(f"error: nothing could be read ({len(summary.failed)} inputs failed)")
+        failed = plural(len(summary.failed), "input")
+        err_console.print(f"error: nothing could be read ({failed} failed)")
         raise typer.Exit(2)
     if summary.failed:
-        err_console.print(f"{len(summary.failed)} input(s) failed, the rest were processed")
+        err_console.print(f"{plural(len(summary.failed), 'input')} failed, the rest were processed")
         raise typer.Exit(1)
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (a `kill`, a container stop) ends the run as Ctrl-C does: outputs kept valid,
+    exit 130. The previous handler is restored on exit."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 class _progress:
@@ -159,20 +228,27 @@ def print_summary(s, out) -> None:
                 table.add_row(str(k), escape(name), str(n))
         out.print(table)
     ms = s.ms
-    size = f"at {s.imgsz}x{s.imgsz} " if s.method == "yolo" else f"({s.method}) "
+    size = f"at {s.imgsz}x{s.imgsz}" if s.method == "yolo" else f"({s.method})"
+    out.print(
+        f"{plural(s.frames, 'frame')}, {plural(s.detections, 'detection')} in "
+        f"{s.seconds:.1f} s {size} on {s.device}",
+        highlight=False,
+    )
     out.print(
         f"Speed: {ms['pre']:.1f} ms pre-process, {ms['inference']:.1f} ms inference, "
-        f"{ms['post']:.1f} ms post-process per image {size}on {s.device}; "
-        f"{s.frames} frames, {s.detections} detections in {s.seconds:.1f} s"
+        f"{ms['post']:.1f} ms post-process per image",
+        highlight=False,
     )
     if s.run_dir is not None:
         saved = []
         if s.saved_images:
-            saved.append(f"{s.saved_images} images")
+            saved.append(plural(s.saved_images, "image"))
         if s.saved_videos:
-            saved.append(f"{s.saved_videos} videos")
+            saved.append(plural(s.saved_videos, "video"))
         if s.saved_labels:
-            saved.append(f"{s.saved_labels} label files")
+            saved.append(plural(s.saved_labels, "label file"))
+        if s.saved_crops:
+            saved.append(plural(s.saved_crops, "crop"))
         what = ", ".join(saved) or "no files: nothing to save"
         out.print(f"Results saved to [bold]{escape(str(s.run_dir))}[/bold] ({what})")
     if s.json_path is not None:

@@ -8,6 +8,12 @@ from typing import Annotated
 import typer
 
 from detect.cli.common import Seed, console
+from detect.cli.text import plural
+
+EXAMPLES = [
+    "detect synth data/shapes",
+    "detect synth data/small --train 200 --val 50 --video",
+]  # the end of --help
 
 
 def command(
@@ -60,5 +66,6 @@ def command(
         f"images: {images} at {size}x{size}; box longest side {lo:.1%}-{hi:.1%} of the image"
     )
     if s.video_frames:
-        console.print(f"video: {s.out / 'video.mp4'} ({s.video_frames} frames at {fps} fps)")
+        frames = plural(s.video_frames, "frame")
+        console.print(f"video: {s.out / 'video.mp4'} ({frames} at {fps} fps)")
     console.print(f"data: {s.out / 'data.yaml'} ({s.seconds:.1f} s)")

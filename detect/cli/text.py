@@ -33,3 +33,10 @@ def signed(v, digits: int = 4) -> str:
     if v is None or v != v:
         return "-"
     return f"{v:+.{digits}f}"
+
+
+def plural(n: int, word: str) -> str:
+    """'1 video', '2 videos', '1 box', '0 boxes': the count and the word, in agreement."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}{'es' if word.endswith(('s', 'x', 'sh')) else 's'}"

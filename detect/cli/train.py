@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from detect.cli.common import Device, Seed, Strict, Verbose, console
+from detect.cli.common import Device, Seed, Strict, Verbose, console, err_console
+from detect.cli.text import plural
 from detect.settings import (
     Assigner,
     Cache,
@@ -24,8 +25,16 @@ from detect.settings import (
 
 R, D, W = RunConfig, DetectorConfig, WindowTrainConfig  # the defaults below are theirs
 
+EXAMPLES = [
+    "detect synth data/shapes && detect train data/shapes/data.yaml --epochs 10",
+    "detect train VOC2007 --model yolov2 --time 30 --anchors auto",
+    "detect train data.yaml --weights best.safetensors --freeze backbone",
+    "detect train --resume runs/train",
+]  # the end of --help
+
 
 def command(
+    ctx: typer.Context,
     data: Annotated[
         str | None,
         typer.Argument(help="Data set: ultralytics YAML, COCO JSON or VOC folder."),
@@ -56,7 +65,9 @@ def command(
         float | None,
         typer.Option("--lr", help="Peak learning rate (default 0.001 AdamW, 0.01 SGD)."),
     ] = R.lr,
-    optimizer: Annotated[Optimizer, typer.Option("--optimizer")] = Optimizer(R.optimizer),
+    optimizer: Annotated[
+        Optimizer, typer.Option("--optimizer", help="AdamW, or SGD with Nesterov momentum.")
+    ] = Optimizer(R.optimizer),
     patience: Annotated[
         int, typer.Option("--patience", help="Stop after N validations without improvement.")
     ] = R.patience,
@@ -85,6 +96,26 @@ def command(
         Cache | None,
         typer.Option("--cache", help="ram: decode and resize each training image once."),
     ] = D.cache,
+    fraction: Annotated[
+        float,
+        typer.Option("--fraction", metavar="F", help="Train on this fraction of the images."),
+    ] = R.fraction,
+    single_cls: Annotated[
+        bool, typer.Option("--single-cls", help="Train every class as one, 'object'.")
+    ] = R.single_cls,
+    close_mosaic: Annotated[
+        int, typer.Option("--close-mosaic", help="No mosaic in the last N epochs.")
+    ] = D.close_mosaic_epochs,
+    freeze: Annotated[
+        str | None,
+        typer.Option(
+            "--freeze", help="No updates for the first N blocks, or the backbone (fine-tune)."
+        ),
+    ] = D.freeze,
+    save_period: Annotated[
+        int,
+        typer.Option("--save-period", help="Also keep weights/epochN.safetensors every N epochs."),
+    ] = R.save_period,
     seed: Seed = R.seed,
     strict: Strict = R.strict,
     verbose: Verbose = False,
@@ -105,7 +136,10 @@ def command(
         ),
     ] = Assigner(D.assigner),
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue the run in this run folder.")
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue the run in this run folder, with its own settings."
+        ),
     ] = None,
     out: Annotated[str, typer.Option("--out", help="Run folder (never overwritten).")] = R.out,
     name: Annotated[
@@ -117,6 +151,8 @@ def command(
 
     if data is None and resume is None:
         raise DetectError("give DATA (a data set) or --resume RUN_DIR")
+    if resume is not None:
+        ignored_by_resume(ctx)
     from detect.engine import train
 
     run = dict(
@@ -124,10 +160,12 @@ def command(
         patience=patience, val_every=val_every, seed=seed, strict=strict, device=device,
         weights=weights, train_split=train_split, val_split=val_split, out=out, name=name,
         resume=str(resume) if resume else None, command=shlex.join(["detect", *sys.argv[1:]]),
+        fraction=fraction, single_cls=single_cls, save_period=save_period,
     )  # fmt: skip
     if model == Model.window:
         given = [o for o, v in (("--anchors", anchors), ("--cache", cache),
-                                ("--multi-scale", multi_scale)) if v]  # fmt: skip
+                                ("--multi-scale", multi_scale), ("--freeze", freeze),
+                                ("--close-mosaic", close_mosaic)) if v]  # fmt: skip
         if given:
             raise DetectError(f"{', '.join(given)}: detector options, not for --model window")
         task = dict(batch=batch, **({"imgsz": imgsz} if imgsz is not None else {}))
@@ -135,6 +173,7 @@ def command(
         task = dict(
             batch=batch, workers=workers, imgsz=imgsz or D.imgsz, multi_scale=multi_scale,
             cache=cache.value if cache else None, anchors=anchors, assigner=assigner.value,
+            close_mosaic_epochs=close_mosaic, freeze=freeze,
         )  # fmt: skip
     cfg = TrainConfig.create(model.value, **run, **task)
     show = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
@@ -145,14 +184,88 @@ def command(
     if result.stopped == "interrupted":
         console.print(f"interrupted: state saved; continue with --resume {result.run_dir}")
         raise typer.Exit(130)
+    if result.best_eval is not None:
+        console.print(class_table(result.best_eval, result.best_epoch), highlight=False)
     if result.best_epoch > 0:
         console.print(
             f"best: epoch {result.best_epoch}, val mAP50 {result.map50:.4f}, "
-            f"mAP50-95 {result.map:.4f}"
+            f"mAP50-95 {result.map:.4f}",
+            highlight=False,
         )
     console.print(
-        f"{result.epochs} epochs in {result.seconds / 60:.1f} min (stopped: {result.stopped}); "
-        f"weights: {result.best}"
+        f"{plural(result.epochs, 'epoch')} in {result.seconds / 60:.1f} min "
+        f"(stopped: {result.stopped})",
+        highlight=False,
+    )
+    console.print(f"weights: {result.best}", highlight=False, soft_wrap=True)
+
+
+# What --resume still takes from the command line: where and how verbosely it runs.
+RESUME_TAKES = {"resume", "device", "workers", "verbose"}
+
+
+def ignored_by_resume(ctx: typer.Context) -> list[str]:
+    """Warn (stderr) about the options given with --resume that it ignores: a resumed run
+    continues with the settings in its args.json. Returns their spellings."""
+    ignored = []
+    for p in ctx.command.params:
+        if p.name in RESUME_TAKES:
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if getattr(source, "name", None) == "COMMANDLINE":
+            ignored.append(p.opts[0] if p.opts[0].startswith("-") else p.name.upper())
+    if ignored:
+        err_console.print(
+            f"[yellow]warning:[/] --resume continues with the run's own settings; ignored: "
+            f"{', '.join(ignored)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return ignored
+
+
+def class_table(res, epoch: int) -> str:
+    """Per class on the val split, of the best weights (as ultralytics closes a run): boxes,
+    detections, P and R at the best-F1 confidence, mAP50, mAP50-95; 'all' first."""
+    from detect.cli.text import num, table
+
+    op = res.operating
+    ap, ap50 = res.coco.per_class_ap()
+    a = op.all if op is not None else {}
+
+    def pr(p, r) -> list[str]:  # nothing found: no precision to speak of (as the epoch line)
+        return [num(0.0 if r == 0 else p, 3), num(r, 3)]
+
+    boxes, found = str(int(res.gt_count.sum())), str(int(res.pred_count.sum()))
+    rows = [["all", boxes, found, *pr(a.get("precision"), a.get("recall")), num(res.map50, 3),
+             num(res.map, 3)]]  # fmt: skip
+    for k, name in enumerate(res.names):
+        p, r = (op.precision[k], op.recall[k]) if op is not None else (None, None)
+        rows.append([name, str(int(res.gt_count[k])), str(int(res.pred_count[k])), *pr(p, r),
+                     num(ap50[k], 3), num(ap[k], 3)])  # fmt: skip
+    title = f"val split, best weights (epoch {epoch}), {plural(res.images, 'image')}:"
+    return table(["class", "boxes", "detections", "P", "R", "mAP50", "mAP50-95"], rows, title)
+
+
+EPOCH_HEADER = (
+    f"{'epoch':>5} {'box':>7} {'obj':>7} {'cls':>7} {'P':>6} {'R':>6} {'mAP50':>6} "
+    f"{'mAP50-95':>8} {'time':>6}"
+)
+
+
+def epoch_line(r: dict, best: bool) -> str:
+    """One epoch as a row under EPOCH_HEADER: mean losses, then val precision, recall, mAP50
+    and mAP50-95 ('-' when not validated), seconds, and * when these became the best weights."""
+
+    def val(key: str, width: int) -> str:
+        v = r.get(key, "")
+        return f"{v:>{width}.3f}" if v != "" else f"{'-':>{width}}"
+
+    star = " *" if best and r.get("val_map", "") != "" else ""
+    return (
+        f"{r['epoch']:>5} {r['box_loss']:>7.4f} {r['obj_loss']:>7.4f} {r['cls_loss']:>7.4f} "
+        f"{val('val_precision', 6)} {val('val_recall', 6)} {val('val_map50', 6)} "
+        f"{val('val_map', 8)} {r['seconds']:>5.0f}s{star}"
     )
 
 
@@ -166,15 +279,18 @@ class _Progress:
             Progress,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         self.show, self.verbose = show, verbose
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+            TimeRemainingColumn(),
             console=console, transient=True,
         )  # fmt: skip
         self.task = None
+        self.header_shown = False
 
     def __enter__(self) -> _Progress:
         if self.show:
@@ -196,14 +312,14 @@ class _Progress:
         match event:
             case E.RunStart():
                 where = f"{event.device}" + (f" x{event.world}" if event.world > 1 else "")
-                budget = f"{event.time} min" if event.time else f"{event.epochs or 100} epochs"
+                budget = f"{event.time} min" if event.time else plural(event.epochs or 100, "epoch")
                 resumed = (
                     ""
                     if event.resumed_epoch is None
                     else f", resumed at epoch {event.resumed_epoch + 1}"
                 )
                 console.print(
-                    f"training on {event.train_images} images (val {event.val_images}), "
+                    f"training on {plural(event.train_images, 'image')} (val {event.val_images}), "
                     f"{budget}, {where}{resumed} -> {event.run_dir}"
                 )
             case E.DataRead():
@@ -234,14 +350,7 @@ class _Progress:
             case E.ValProgress():
                 bar.update(self.task, completed=event.done, total=event.total)
             case E.EpochEnd():
-                r = event.row
-                val = (
-                    f"val mAP50 {r['val_map50']:.4f} mAP50-95 {r['val_map']:.4f}"
-                    if r["val_map"] != ""
-                    else "not validated"
-                )
-                star = " *" if event.best and r["val_map"] != "" else ""
-                console.print(
-                    f"epoch {r['epoch']}: box {r['box_loss']:.4f} obj {r['obj_loss']:.4f} "
-                    f"cls {r['cls_loss']:.4f}  {val}{star}  ({r['seconds']:.0f} s)"
-                )
+                if not self.header_shown:
+                    console.print(EPOCH_HEADER, style="bold", highlight=False)
+                    self.header_shown = True
+                console.print(epoch_line(event.row, event.best), highlight=False)

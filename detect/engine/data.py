@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from detect.data import DatasetRecords, image_size, load_dataset
 from detect.data.types import REPORT_KINDS
 from detect.errors import DetectError
@@ -18,6 +20,8 @@ def load_training_data(
     max_images: int | None,
     strict: bool,
     on_read: Callable[[object, object], None],
+    fraction: float = 1.0,
+    single_cls: bool = False,
 ) -> tuple[DatasetRecords, DatasetRecords]:
     """(train, val) DatasetRecords of `cfg.data`, with every image's header read first.
 
@@ -26,10 +30,16 @@ def load_training_data(
     DataLoader worker mid-run. `on_read(train_report, val_report)` (ReadReports) is called
     before any `strict` refusal, for the caller to show them. Raises DetectError with `strict`
     when anything was skipped or mended, or when a split has no readable image.
+    `fraction` keeps the first part of the training split (ultralytics' `fraction`);
+    `single_cls` makes every box one class, "object".
     """
     out = []
     for split in splits:
         rec = _subset(load_dataset(data, split), max_images)
+        if split == splits[0] and fraction < 1:
+            rec = _subset(rec, max(1, round(len(rec.images) * fraction)))
+        if single_cls:
+            rec = one_class(rec)
         good = []
         for im in rec.images:
             try:
@@ -69,6 +79,12 @@ def write_data_report(run_dir: Path, train_rec: DatasetRecords, val_rec: Dataset
                 lines.append(f"[{rec.split}] {level}: {len(entries)} {what}")
                 lines += [f"  {m}" for m in entries]
     atomic_write_text(run_dir / "data-report.txt", "\n".join(lines) + "\n" if lines else "")
+
+
+def one_class(records: DatasetRecords) -> DatasetRecords:
+    """Every box of `records` as class 0, "object" (`--single-cls`)."""
+    images = [replace(im, classes=np.zeros_like(im.classes)) for im in records.images]
+    return replace(records, images=images, names=["object"], category_ids=[0])
 
 
 def _subset(records: DatasetRecords, n: int | None) -> DatasetRecords:

@@ -77,6 +77,8 @@ class ValEnd:
     map50: float  # val mAP at IoU 0.5
     map: float  # val mAP50-95
     seconds: float
+    precision: float | None = None  # at the best-F1 confidence over all classes
+    recall: float | None = None
 
 
 @dataclass(frozen=True)

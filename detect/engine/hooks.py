@@ -83,13 +83,15 @@ class EMA(Hook):
 
 
 class Interrupt(Hook):
-    """Ctrl-C sets a flag instead of raising, checked after every step (the state saved is
-    never half-updated) and after validation; a second Ctrl-C raises as usual. Only in the
-    main thread (where Python delivers signals)."""
+    """Ctrl-C (or SIGTERM: a `kill`, a container stop) sets a flag instead of raising, checked
+    after every step (the state saved is never half-updated) and after validation; a second
+    one raises as usual. Only in the main thread (where Python delivers signals)."""
+
+    signals = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.hit = False
-        self._old: Any = None
+        self._old: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.hit:
@@ -98,12 +100,12 @@ class Interrupt(Hook):
 
     def before_train(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._old = {s: signal.signal(s, self._handler) for s in self.signals}
 
     def after_train(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
 
     def after_step(self) -> None:
         if self.hit:
@@ -150,14 +152,23 @@ class TimeBudget(Hook):
 
 
 class CloseMosaic(Hook):
-    """Mosaic off for the last `fraction` of the run (YOLOv8's close_mosaic, as a fraction of
-    the schedule's progress), decided at the start of each epoch."""
+    """Mosaic off for the last `fraction` of the run (as a fraction of the schedule's
+    progress), and for the last `epochs` epochs (YOLOv8's close_mosaic), decided at the start
+    of each epoch. With a time budget an epoch's share of the run is measured: the progress
+    so far over the epochs so far (the first epoch keeps mosaic)."""
 
-    def __init__(self, fraction: float, progress: Callable[[], float]) -> None:
-        self.fraction, self.progress = fraction, progress
+    def __init__(self, fraction: float, progress: Callable[[], float], epochs: int = 0) -> None:
+        self.fraction, self.progress, self.epochs = fraction, progress, epochs
 
     def before_epoch(self) -> None:
-        self.trainer.task.mosaic_on = self.progress() < 1 - self.fraction
+        t, p = self.trainer, self.progress()
+        on = p < 1 - self.fraction
+        if self.epochs:
+            if t.max_epochs < 10**9:  # an epoch limit: exact
+                on = on and t.epoch < t.max_epochs - self.epochs
+            elif t.epoch > 0:
+                on = on and p < 1 - self.epochs * p / t.epoch
+        t.task.mosaic_on = on
 
 
 class Progress(Hook):
@@ -187,7 +198,7 @@ class Validate(Hook):
 
     def after_epoch(self) -> None:
         t = self.trainer
-        t.val = None
+        t.val = t.val_pr = None
         if not t.epoch_complete:
             return
         last = t.stop_reason == Stop.time or t.epoch + 1 >= t.max_epochs
@@ -195,12 +206,14 @@ class Validate(Hook):
             return
         t0 = time.perf_counter()
         t.emit(ValStart(t.task.val_images))
-        m50, m = t.task.validate(t.eval_model, lambda done, total: t.emit(ValProgress(done, total)))
+        m50, m, *pr = t.task.validate(
+            t.eval_model, lambda done, total: t.emit(ValProgress(done, total))
+        )
         seconds = time.perf_counter() - t0
         if self.budget is not None:
             self.budget.last_val_seconds = seconds
-        t.emit(ValEnd(m50, m, seconds))
-        t.val = (m50, m)
+        t.val, t.val_pr = (m50, m), (tuple(pr[:2]) if len(pr) >= 2 else None)
+        t.emit(ValEnd(m50, m, seconds, *(t.val_pr or (None, None))))
 
 
 class BestModel(Hook):
@@ -210,6 +223,7 @@ class BestModel(Hook):
 
     def __init__(self) -> None:
         self.fitness, self.epoch, self.map = -1.0, -1, (-1.0, -1.0)
+        self.eval: Any = None  # the task's EvalResult of the best epoch, when it keeps one
 
     def after_epoch(self) -> None:
         t = self.trainer
@@ -224,6 +238,7 @@ class BestModel(Hook):
         t.improved = t.is_best = fitness > self.fitness
         if t.improved:
             self.fitness, self.epoch, self.map = fitness, t.epoch + 1, (m50, m)
+            self.eval = getattr(t.task, "last_eval", None)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_fitness": self.fitness, "best_epoch": self.epoch, "best_map": list(self.map)}
@@ -256,12 +271,19 @@ class EarlyStop(Hook):
 
 class Checkpoint(Hook):
     """At the end of every epoch (and of an interrupted one), on rank 0: the results row, the
-    evaluated weights as weights/last.safetensors (and best.safetensors when best), results.csv
-    and .png, and the resume state. `summary()` is the weights' training summary, `extra` more
-    resume scalars (the model config)."""
+    evaluated weights as weights/last.safetensors (and best.safetensors when best; every
+    `period` epochs epochN.safetensors too), results.csv and .png, and the resume state.
+    `summary()` is the weights' training summary, `extra` more resume scalars (the model
+    config)."""
 
-    def __init__(self, run_dir: Path, summary: Callable[[], dict], extra: dict[str, Any]) -> None:
-        self.run_dir, self.summary, self.extra = run_dir, summary, extra
+    def __init__(
+        self,
+        run_dir: Path,
+        summary: Callable[[], dict],
+        extra: dict[str, Any],
+        period: int = 0,
+    ) -> None:
+        self.run_dir, self.summary, self.extra, self.period = run_dir, summary, extra, period
 
     def after_epoch(self) -> None:
         t = self.trainer
@@ -272,6 +294,10 @@ class Checkpoint(Hook):
                 t.epoch_step = 0
                 try:
                     self.save(best=bool(getattr(t, "is_best", False)))
+                    if self.period and t.epoch % self.period == 0:  # (t.epoch is 1-based here)
+                        wdir = self.run_dir / "weights"
+                        meta = {"training": self.summary()}
+                        save_weights(wdir / f"epoch{t.epoch}.safetensors", t.eval_model, meta)
                 finally:
                     t.epoch -= 1
             else:
@@ -284,11 +310,14 @@ class Checkpoint(Hook):
         row = {
             "epoch": t.epoch + 1, "box_loss": means.get("box", 0.0),
             "obj_loss": means.get("obj", 0.0), "cls_loss": means.get("cls", 0.0),
-            "val_map50": "", "val_map": "", "lr": t.optimizer.param_groups[0]["lr"],
+            "val_precision": "", "val_recall": "", "val_map50": "", "val_map": "",
+            "lr": t.optimizer.param_groups[0]["lr"],
             "images": t.epoch_images, "seconds": round(t.stats.seconds, 2),
         }  # fmt: skip
         if t.val is not None:
             row["val_map50"], row["val_map"] = round(t.val[0], 5), round(t.val[1], 5)
+        if getattr(t, "val_pr", None) is not None:
+            row["val_precision"], row["val_recall"] = (round(v, 5) for v in t.val_pr)
         row["elapsed"] = round(t.elapsed(), 1)
         return row
 

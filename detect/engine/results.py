@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from detect.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 CSV_FIELDS = [
-    "epoch", "box_loss", "obj_loss", "cls_loss", "val_map50", "val_map", "lr", "images",
-    "seconds", "elapsed",
+    "epoch", "box_loss", "obj_loss", "cls_loss", "val_precision", "val_recall", "val_map50",
+    "val_map", "lr", "images", "seconds", "elapsed",
 ]  # fmt: skip
 
 

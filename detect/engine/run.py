@@ -86,13 +86,14 @@ def train(
     random.seed(run.seed + dist.rank)
     train_rec, val_rec = load_training_data(
         run.data, (run.train_split, run.val_split), run.max_images, run.strict,
-        lambda tr, va: emit(DataRead(tr, va)),
+        lambda tr, va: emit(DataRead(tr, va)), run.fraction, run.single_cls,
     )  # fmt: skip
 
     state, tensors = None, None
     if run.resume:
         run_dir = Path(run.resume)
         state, tensors = _resume_state(run_dir, tcfg)
+        finished_run(run_dir, cfg, state)
     else:
         out = Path(run.out)  # only rank 0 makes a run folder; the others never touch it
         run_dir = new_run_dir(out.parent / run.name if run.name else out) if dist.main else out
@@ -129,8 +130,33 @@ def train(
     return TrainResult(
         run_dir=main_dir, best=wdir / "best.safetensors", last=wdir / "last.safetensors",
         epochs=trainer.epoch, best_epoch=best.epoch, map50=best.map[0], map=best.map[1],
-        seconds=trainer.elapsed(), stopped=stopped, rows=trainer.rows,
+        seconds=trainer.elapsed(), stopped=stopped, rows=trainer.rows, best_eval=best.eval,
     )  # fmt: skip
+
+
+def finished_run(run_dir: Path, cfg: TrainConfig, state: dict) -> None:
+    """Raise DetectError when the run in `run_dir` has nothing left to do (its epochs done,
+    its time budget spent, or stopped early by --patience), saying how to train it further."""
+    run = cfg.run
+    epochs = run.epochs or (None if run.time else cfg.task.default_epochs)
+    done = int(state.get("epoch", 0))
+    why = None
+    if epochs is not None and done >= epochs:
+        why = f"all {epochs} epochs are done"
+    elif run.time and float(state.get("elapsed_before", 0)) >= run.time * 60:
+        why = f"its {run.time:g}-minute budget is spent ({done} epochs)"
+    elif run.patience > 0 and int(state.get("bad_vals", 0)) >= run.patience:
+        why = f"it stopped early after {run.patience} validations without improvement"
+    if why is None:
+        return
+    best = state.get("best_map") or [-1, -1]
+    score = f"; best mAP50-95 {best[1]:.4f}" if best[1] >= 0 else ""
+    data = run.data if " " not in run.data else f"'{run.data}'"
+    raise DetectError(
+        f"{run_dir} is finished: {why}{score}; nothing to resume. To train it further, start "
+        f"a new run from its weights: detect train {data} --weights "
+        f"{run_dir / 'weights' / 'last.safetensors'} --epochs N"
+    )
 
 
 def _make_task(
@@ -198,10 +224,11 @@ def _hooks(
         hooks.append(H.EMA(task.model, tcfg.ema_decay, tcfg.ema_tau))
     hooks += [H.Interrupt(), time_budget]
     if detector:
-        hooks.append(H.CloseMosaic(tcfg.close_mosaic, schedule.progress))
+        hooks.append(H.CloseMosaic(tcfg.close_mosaic, schedule.progress, tcfg.close_mosaic_epochs))
     hooks += [
         H.Progress(), H.Validate(run.val_every, time_budget), H.BestModel(),
-        H.EarlyStop(run.patience), H.Checkpoint(run_dir, summary, task.resume_extra()),
+        H.EarlyStop(run.patience),
+        H.Checkpoint(run_dir, summary, task.resume_extra(), run.save_period),
         H.EpochEvents(),
     ]  # fmt: skip
     return hooks

@@ -63,8 +63,9 @@ class Task(Protocol):
         forward pass runs under `autocast()` (mixed precision on CUDA, else a no-op)."""
         ...
 
-    def validate(self, model: nn.Module, progress: Any) -> tuple[float, float]:
-        """(mAP50, mAP50-95) of `model` on the val split, each >= 0."""
+    def validate(self, model: nn.Module, progress: Any) -> tuple[float, ...]:
+        """(mAP50, mAP50-95) of `model` on the val split, each >= 0, optionally followed by
+        (precision, recall)."""
         ...
 
 
@@ -122,6 +123,8 @@ class TrainResult:
     seconds: float  # training wall-clock, all sessions
     stopped: Stop
     rows: list[dict] = field(default_factory=list)  # results.csv rows
+    best_eval: Any = None  # the best epoch's detect.metrics.EvalResult on the val split (None:
+    # not validated in this session, e.g. a resumed run whose best came before)
 
 
 class Trainer:
@@ -173,6 +176,7 @@ class Trainer:
         self.epoch_complete = False
         # What the end-of-epoch hooks found (Validate, BestModel).
         self.val: tuple[float, float] | None = None  # (mAP50, mAP50-95) if validated
+        self.val_pr: tuple[float, float] | None = None  # (precision, recall) when given
         self.improved: bool | None = None  # a better fitness (None: not validated)
         self.is_best = False  # these weights become best.safetensors
         self.hooks = list(hooks)

@@ -97,7 +97,9 @@ class YoloBackend:
         decoded = self.net.predict(x)  # [B,N,5+C]
         _sync(self.device)
         t2 = time.perf_counter()
-        dets = postprocess(decoded, c.conf, c.iou, c.max_det, c.classes, c.multi_label)
+        dets = postprocess(
+            decoded, c.conf, c.iou, c.max_det, c.classes, c.multi_label, c.agnostic_nms
+        )
         out = [map_back(d, m) for d, m in zip(dets, metas, strict=True)]
         t3 = time.perf_counter()
         times["pre"] += t1 - t0

@@ -51,9 +51,10 @@ def text_color(bg: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
 
 
-def label_text(cls: int, score: float, names: Sequence[str]) -> str:
+def label_text(cls: int, score: float | None, names: Sequence[str]) -> str:
+    """'name 0.87', or the name alone without a score."""
     name = names[cls] if 0 <= cls < len(names) else str(cls)
-    return f"{name} {score:.2f}"
+    return name if score is None else f"{name} {score:.2f}"
 
 
 def draw_detections(
@@ -61,6 +62,8 @@ def draw_detections(
     dets: np.ndarray,
     names: Sequence[str],
     line_width: int | None = None,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
 ) -> np.ndarray:
     """Draw detections on a BGR uint8 image, in place, and return it.
 
@@ -69,6 +72,8 @@ def draw_detections(
         dets: ndarray[K, 6] rows (x1, y1, x2, y2, score, class) in the image's pixels.
         names: class index -> name.
         line_width: box line width in pixels (None: ~0.3% of the image's perimeter, at least 1).
+        hide_labels: boxes only, no label.
+        hide_conf: the class name without its score.
     """
     h, w = img.shape[:2]
     lw = line_width or max(round((h + w) / 2 * 0.003), 1)
@@ -79,7 +84,9 @@ def draw_detections(
         c = color(int(cls))
         p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
         cv2.rectangle(img, p1, p2, c, lw, cv2.LINE_AA)
-        text = label_text(int(cls), float(score), names)
+        if hide_labels:
+            continue
+        text = label_text(int(cls), None if hide_conf else float(score), names)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         th += base
         # Above the box when there is room, else just inside its top edge; kept inside the image.

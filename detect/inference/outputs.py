@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -107,14 +108,46 @@ class VideoOut:
         os.replace(self.tmp, self.path)
 
 
-def yolo_lines(dets: np.ndarray, hw: tuple[int, int]) -> str:
-    """`class cx cy w h conf` lines, coordinates normalised by the image size."""
+def yolo_lines(dets: np.ndarray, hw: tuple[int, int], conf: bool = True) -> str:
+    """`class cx cy w h` lines (trainable as labels), coordinates normalised by the image size;
+    with `conf` the score as a 6th column (what `detect evaluate --pred FOLDER` reads)."""
     h, w = hw
     lines = []
     for x1, y1, x2, y2, score, cls in dets.tolist():
         cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
-        lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f} {score:.6f}")
+        line = f"{int(cls)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}"
+        lines.append(f"{line} {score:.6f}" if conf else line)
     return "\n".join(lines) + "\n"
+
+
+def crops(img: np.ndarray, dets: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(class, pixels) of each detection's box, clipped to the image; empty boxes left out."""
+    h, w = img.shape[:2]
+    out = []
+    for x1, y1, x2, y2, _, cls in dets.tolist():
+        a, b = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+        c, d = min(int(np.ceil(x2)), w), min(int(np.ceil(y2)), h)
+        if c > a and d > b:
+            out.append((int(cls), img[b:d, a:c]))
+    return out
+
+
+@dataclass
+class SaveOptions:
+    """What `run_predict` writes besides the JSON, and how it draws (`detect predict` options)."""
+
+    images: bool = True  # annotated images and videos
+    txt: bool = False  # labels/<name>.txt: `class cx cy w h` per detection
+    conf: bool = False  # ... with the score as a 6th column (--save-conf)
+    crop: bool = False  # crops/<class>/<name>_<k>.jpg: each detection's box, undrawn
+    line_width: int | None = None  # box lines in pixels (None: from the image size)
+    hide_labels: bool = False
+    hide_conf: bool = False
+
+    @property
+    def run_dir(self) -> bool:
+        """Whether anything goes into the run folder."""
+        return self.images or self.txt or self.crop
 
 
 class Outputs:
@@ -124,18 +157,16 @@ class Outputs:
         self,
         run_dir: Path | None,
         names: list[str],
-        save_images: bool,
-        save_txt: bool,
+        save: SaveOptions,
         json_rows: JsonRows | None,
     ) -> None:
         self.run_dir = run_dir
         self.names = names
-        self.save_images = save_images
-        self.save_txt = save_txt
+        self.save = save
         self.json = json_rows
         self.video: VideoOut | None = None
         self.video_source: Source | None = None
-        self.images = self.videos = self.labels = 0
+        self.images = self.videos = self.labels = self.crops = 0
 
     def _video_for(self, frame: Frame) -> VideoOut:
         if self.video_source is not frame.source:
@@ -161,14 +192,23 @@ class Outputs:
         is_image = src.kind == "image"
         if self.json is not None:
             self.json.add(*json_id(src, frame.index), dets)
-        if self.save_txt and len(dets):
-            rel = src.rel if is_image else src.rel.with_name(f"{src.rel.stem}_{frame.index}")
+        save = self.save
+        rel = src.rel if is_image else src.rel.with_name(f"{src.rel.stem}_{frame.index}")
+        if save.txt and len(dets):
             path = self.run_dir / "labels" / rel.with_suffix(".txt")
-            _write_atomic(path, yolo_lines(dets, frame.image.shape[:2]).encode())
+            _write_atomic(path, yolo_lines(dets, frame.image.shape[:2], save.conf).encode())
             self.labels += 1
-        if not self.save_images:
+        if save.crop:  # before drawing: crops hold the image's own pixels
+            for k, (cls, pixels) in enumerate(crops(frame.image, dets)):
+                name = self.names[cls] if 0 <= cls < len(self.names) else str(cls)
+                where = self.run_dir / "crops" / name / rel.parent / f"{rel.stem}_{k}.jpg"
+                _save_image(where, pixels)
+                self.crops += 1
+        if not save.images:
             return
-        img = draw_detections(frame.image, dets, self.names)
+        img = draw_detections(
+            frame.image, dets, self.names, save.line_width, save.hide_labels, save.hide_conf
+        )
         if is_image:
             rel = src.rel
             if rel.suffix.lower() not in _WRITABLE_IMAGE_EXTS:

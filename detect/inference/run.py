@@ -12,7 +12,7 @@ import numpy as np
 
 from detect.errors import DetectError
 from detect.files import new_run_dir
-from detect.inference.outputs import JsonRows, Outputs
+from detect.inference.outputs import JsonRows, Outputs, SaveOptions
 from detect.inference.predictor import Predictor
 from detect.inference.sources import Frame, count_frames, expand_sources, iter_frames
 from detect.inference.stream import prefetch
@@ -24,7 +24,7 @@ class SourceStats:
     """Counts for one SOURCE argument (a file, a folder, a glob, a video or a camera)."""
 
     arg: str
-    kind: str  # "image" | "video" | "camera" | "folder" | "glob"
+    kind: str  # "image" | "video" | "camera" | "folder" | "glob" | "list"
     frames: int = 0  # images / video frames predicted
     detections: int = 0
     failed: int = 0  # inputs (or broken videos) that could not be read
@@ -45,6 +45,9 @@ class PredictSummary:
     saved_images: int = 0
     saved_videos: int = 0
     saved_labels: int = 0
+    saved_crops: int = 0
+    total: int | None = None  # frames expected (None: unknown, a camera or a stream)
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM: the counts are what was done
     json_path: Path | None = None
     imgsz: int = 0
     device: str = "cpu"
@@ -61,6 +64,7 @@ def run_predict(
     save_images: bool = True,
     save_txt: bool = False,
     save_json: Path | TextIO | None = None,
+    save: SaveOptions | None = None,
     vid_stride: int = 1,
     callback: Callable[[int, int | None, str], None] | None = None,
 ) -> PredictSummary:
@@ -75,12 +79,18 @@ def run_predict(
         save_images: annotated images, and annotated videos (mp4v, the source's fps and size;
             with `vid_stride` N only every N-th frame is predicted and written, as ultralytics).
         save_txt: `labels/<name>.txt` per image (`<name>_<frame>.txt` per video frame) with
-            `class cx cy w h conf` rows normalised to 0..1; none for an image without detections.
+            `class cx cy w h` rows normalised to 0..1; none for an image without detections.
         save_json: a path or an open text stream for the COCO results list.
+        save: everything written to the run folder and how it is drawn (`SaveOptions`: label
+            files with scores, crops, line width, hidden labels); when given, it replaces
+            `save_images` and `save_txt`.
         callback: `callback(done, total, source_name)` after each frame; total is None when
             unknown (a camera).
     Returns:
-        PredictSummary. Unreadable inputs are skipped and listed in `failed`.
+        PredictSummary. Unreadable inputs are skipped and listed in `failed`. A
+        KeyboardInterrupt (Ctrl-C; the CLI turns SIGTERM into one) during the frames ends the
+        run early: what was written stays valid (the COCO list holds every frame done) and the
+        summary says `interrupted`.
     Raises:
         DetectError before any work for a missing path, an empty folder, bad options or weights.
     """
@@ -93,17 +103,20 @@ def run_predict(
     total = count_frames(srcs, vid_stride) if callback is not None else None
     stats: dict[str, SourceStats] = {}
     for s in srcs:
-        if s.arg in stats:
-            stats[s.arg].kind = "folder" if Path(s.arg).is_dir() else "glob"
-        else:
+        if s.arg not in stats:
             stats[s.arg] = SourceStats(s.arg, s.kind)
-    run_dir = new_run_dir(out) if (save_images or save_txt) else None
+        if s.path not in (None, Path(s.arg).expanduser()):  # a file of a folder, glob or list
+            p = Path(s.arg).expanduser()
+            stats[s.arg].kind = "folder" if p.is_dir() else "list" if p.is_file() else "glob"
+    save = save or SaveOptions(images=save_images, txt=save_txt)
+    run_dir = new_run_dir(out) if save.run_dir else None
     json_rows = JsonRows(save_json) if save_json is not None else None
-    outputs = Outputs(run_dir, predictor.names, save_images, save_txt, json_rows)
+    outputs = Outputs(run_dir, predictor.names, save, json_rows)
     summary = PredictSummary(
         names=predictor.names, run_dir=run_dir, sources=list(stats.values()),
         class_counts=np.zeros(max(len(predictor.names), 1), np.int64),
         imgsz=predictor.imgsz, device=str(predictor.device), method=Method(cfg.method).value,
+        total=total,
     )  # fmt: skip
     tally = _Tally(summary, stats, outputs, total, callback)
     ok = False
@@ -116,16 +129,15 @@ def run_predict(
                 pending = []
         _flush(predictor, pending, tally)
         ok = True
-    except KeyboardInterrupt:  # a camera is stopped with Ctrl-C: keep what was written
-        ok = True
-        raise
+    except KeyboardInterrupt:  # Ctrl-C (a camera is stopped so): keep what was written
+        summary.interrupted = ok = True
     finally:
         outputs.close_video()
         if json_rows is not None:
             json_rows.close(ok)
     summary.ms = predictor.ms_per_image()
     summary.saved_images, summary.saved_videos = outputs.images, outputs.videos
-    summary.saved_labels = outputs.labels
+    summary.saved_labels, summary.saved_crops = outputs.labels, outputs.crops
     summary.json_path = json_rows.path if json_rows is not None else None
     summary.seconds = time.perf_counter() - t_start
     return summary

@@ -32,17 +32,19 @@ VIDEO_EXTS = frozenset(
 # A video whose container promised this many more frames than could be decoded is reported as
 # broken; a few are tolerated because some containers only estimate the count from the duration.
 _FRAME_COUNT_SLACK = 2
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 
 
 @dataclass
 class Source:
     """One input: an image file, a video file or a camera."""
 
-    kind: str  # "image" | "video" | "camera"
-    path: Path | None  # None for a camera
+    kind: str  # "image" | "video" | "camera" | "stream"
+    path: Path | None  # None for a camera or a stream
     arg: str  # the SOURCE argument it came from (summaries group by it)
     rel: Path  # output name relative to the run folder (unique within a run)
     camera: int | None = None  # camera index for kind == "camera"
+    url: str | None = None  # rtsp://, rtmp://, http(s):// for kind == "stream" (read by OpenCV)
     # `image_id` / `file_name` of its COCO results rows: unique among the run's files, made as
     # a data set reader makes them (`detect.data._common.unique_ids`), so predictions over a data
     # set's images read back into `detect evaluate` exactly.
@@ -51,7 +53,9 @@ class Source:
 
     @property
     def name(self) -> str:
-        return f"camera {self.camera}" if self.kind == "camera" else str(self.path)
+        if self.kind == "camera":
+            return f"camera {self.camera}"
+        return self.url if self.kind == "stream" else str(self.path)
 
 
 @dataclass
@@ -96,12 +100,37 @@ def _glob_root(pattern: str) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
+def read_list(path: Path) -> list[Path]:
+    """The files a `.txt` list names, one per line (darknet's and ultralytics' habit; blank
+    lines and `#` comments skipped). A relative path is taken from the working folder where it
+    exists there, else from the list's own folder. Missing files stay in the list: they are
+    reported as inputs that could not be read, as any other unreadable file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DetectError(f"{path}: cannot read the list of images ({e})") from None
+    files = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        f = Path(entry).expanduser()
+        if not f.is_absolute() and not f.exists():
+            f = path.parent / f  # (where a missing one is reported)
+        files.append(f)
+    if not files:
+        raise DetectError(f"{path}: the list names no image or video")
+    return files
+
+
 def expand_sources(args: Sequence[str]) -> list[Source]:
     """Expand SOURCE arguments into image / video / camera sources.
 
     A folder is searched recursively for images and videos; a pattern with `*`, `?` or `[` is a
-    glob (`**` crosses folders); an all-digit argument that is not a file is a camera index.
-    A file with another extension is tried as an image (reported if it is not one).
+    glob (`**` crosses folders); an all-digit argument that is not a file is a camera index;
+    an rtsp://, rtmp:// or http(s):// URL is a stream (a video read through OpenCV's FFmpeg);
+    a `.txt` file lists image or video paths, one per line (`read_list`). A file with another
+    extension is tried as an image (reported if it is not one).
 
     Raises DetectError for a path that does not exist, an empty folder or a glob that matches
     nothing, naming the argument.
@@ -111,23 +140,33 @@ def expand_sources(args: Sequence[str]) -> list[Source]:
     sources: list[Source] = []
     used: set[str] = set()
 
-    def add(kind: str, path: Path | None, arg: str, rel: Path, camera: int | None = None) -> None:
+    def add(
+        kind: str, path: Path | None, arg: str, rel: Path, camera: int | None = None,
+        url: str | None = None,
+    ) -> None:  # fmt: skip
         # Two inputs with the same output name (a.jpg from two folders) get a -2, -3 ... suffix.
         key, n = rel, 1
         while str(key.with_suffix("")).lower() in used:
             n += 1
             key = rel.with_name(f"{rel.stem}-{n}{rel.suffix}")
         used.add(str(key.with_suffix("")).lower())
-        sources.append(Source(kind, path, arg, key, camera))
+        sources.append(Source(kind, path, arg, key, camera, url))
 
     for arg in args:
         p = Path(arg).expanduser()
-        if p.is_dir():
+        if arg.lower().startswith(STREAM_SCHEMES):
+            stem = Path(arg.split("?")[0].rstrip("/")).stem or "stream"
+            add("stream", None, arg, Path(f"{stem}.mp4"), url=arg)
+        elif p.is_dir():
             files = _media_files(p)
             if not files:
                 raise DetectError(f"no images or videos in folder: {arg}")
             for f in files:
                 add(_kind(f), f, arg, f.relative_to(p))
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            files = read_list(p)
+            for f, rel in zip(files, relative_paths(files), strict=True):
+                add(_kind(f), f, arg, Path(rel))
         elif p.is_file():
             add(_kind(p), p, arg, Path(p.name))
         elif glob.has_magic(arg):
@@ -150,8 +189,10 @@ def expand_sources(args: Sequence[str]) -> list[Source]:
     for s, r, i in zip(files, rel, unique_ids(rel), strict=True):
         s.image_id, s.file_name = i, r
     for s in sources:
-        if s.path is None:
+        if s.kind == "camera":
             s.image_id = s.file_name = f"camera{s.camera}"
+        elif s.kind == "stream":
+            s.image_id = s.file_name = s.rel.stem
     return sources
 
 
@@ -177,12 +218,12 @@ def _quiet_opencv() -> None:
 def open_video(source: Source):
     """An opened cv2.VideoCapture and its info, or raise DetectError naming the source."""
     _quiet_opencv()
-    cap = cv2.VideoCapture(source.camera if source.kind == "camera" else str(source.path))
+    target = {"camera": source.camera, "stream": source.url}.get(source.kind, str(source.path))
+    cap = cv2.VideoCapture(target)
     if not cap.isOpened():
         cap.release()
-        raise DetectError(
-            f"cannot open {'camera' if source.kind == 'camera' else 'video'}: {source.name}"
-        )
+        what = source.kind if source.kind in ("camera", "stream") else "video"
+        raise DetectError(f"cannot open {what}: {source.name}")
     return cap, video_info(cap)
 
 
@@ -194,7 +235,7 @@ def count_frames(sources: Sequence[Source], vid_stride: int = 1) -> int | None:
     for s in sources:
         if s.kind == "image":
             total += 1
-        elif s.kind == "camera":
+        elif s.kind in ("camera", "stream"):
             return None
         else:
             cap = cv2.VideoCapture(str(s.path))

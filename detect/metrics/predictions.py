@@ -467,6 +467,11 @@ def read_yolo_folder(
             parts = line.split()
             if not parts:
                 continue
+            if len(parts) == 5:
+                raise DetectError(
+                    f"{f}:{ln}: a label without a score (`class cx cy w h`); predictions to "
+                    "score need `class cx cy w h conf`: detect predict --save-txt --save-conf"
+                )
             try:
                 if len(parts) != 6:
                     raise ValueError

@@ -120,7 +120,10 @@ class Detector(nn.Module):
         strides: nominal pixels per cell of each output level (e.g. [8, 16, 32]).
         num_anchors: anchors per level (list[int]).
         anchors: buffer `Tensor[L, A, 2]` (w, h) fractions of `cfg.imgsz` (as the config).
+        backbone: names of the top-level blocks that make the feature extractor.
     """
+
+    backbone: tuple[str, ...] = ()
 
     def __init__(self, cfg: ModelConfig, strides: list[int]) -> None:
         super().__init__()

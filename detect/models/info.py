@@ -47,6 +47,7 @@ def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
     ]
     info: dict[str, Any] = {"anchors": []}
     if hasattr(model, "decode"):
+        info["layers"] = layer_table(model, imgsz)
         info.update(_figures(model, imgsz))
         lines += info.pop("figures")
         xs = float(getattr(cfg, "xy_scale", 1.0))
@@ -61,12 +62,18 @@ def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
         total, trainable, stats = count_parameters(model)
         lines.append(("parameters", f"{total:,} total, {trainable:,} trainable"))
     training = meta.get("training") or {}
-    if training:
-        lines.append(("training", json.dumps(training, sort_keys=True)))
-    else:
+    info["training"] = [(k, _value(v)) for k, v in training.items()]
+    if not training:
         lines.append(("training", "no summary stored"))
     info["lines"] = lines
     return info
+
+
+def _value(v: Any) -> str:
+    """A training summary value as text: floats to 4 significant places, others as JSON."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _figures(model: nn.Module, imgsz: int) -> dict[str, Any]:

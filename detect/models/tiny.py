@@ -92,6 +92,8 @@ def _ch(c: int, width: float) -> int:
 class TinyYolo(Detector):
     """Three grids (strides 8, 16, 32); see the module docstring."""
 
+    backbone = ("stem", "stage2", "stage3", "stage4", "stage5")  # what --freeze backbone fixes
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg, [8, 16, 32])
         act, w = cfg.act, cfg.width

@@ -47,6 +47,8 @@ def _layers(spec: list[tuple], c_in: int) -> tuple[nn.Sequential, int]:
 class YoloV2(Detector):
     """YOLOv2 (darknet yolo.cfg): one stride-32 grid, 5 anchors."""
 
+    backbone = ("body16", "body32")  # darknet-19's layers 0-22: what --freeze backbone fixes
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg, [32])
         self.body16, c = _layers(DARKNET19[:17], 3)  # layers 0-16: 26x26x512 at 416

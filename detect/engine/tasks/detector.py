@@ -68,6 +68,26 @@ def anchors_for(
     )
 
 
+def freeze(model: nn.Module, spec: str | None) -> list[str]:
+    """`--freeze`: no gradient for the model's first N top-level blocks (`spec` "N") or its
+    backbone (`spec` "backbone"); returns the names of the frozen blocks. Their BatchNorm
+    statistics still follow the data, as in ultralytics."""
+    if not spec:
+        return []
+    blocks = [name for name, _ in model.named_children() if name != "heads"]
+    if spec == "backbone":
+        names = list(getattr(model, "backbone", ()))
+    else:
+        n = int(spec)
+        if n > len(blocks):
+            raise DetectError(f"--freeze {n}: the model has {len(blocks)} blocks before its heads")
+        names = blocks[:n]
+    for name in names:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(False)
+    return names
+
+
 def multi_scale(
     x: Tensor, targets: Tensor, imgsz: int, rng: random.Random | Any = random
 ) -> tuple[Tensor, Tensor]:
@@ -134,6 +154,7 @@ class DetectorTask:
         model = build_model(mcfg)
         if weights and model_config is None:
             init_from(model, weights, f"--model {cfg.model} with {len(names)} classes")
+        self.frozen = freeze(model, cfg.freeze)
         # channels_last: measured ~25% faster training steps on CPU (oneDNN convolutions).
         self.model: nn.Module = model.to(device, memory_format=torch.channels_last)
         self.loss = loss or DetectionLoss(LossConfig(assigner=cfg.assigner))
@@ -180,13 +201,20 @@ class DetectorTask:
 
     def validate(
         self, model: nn.Module, progress: Callable[[int, int], None]
-    ) -> tuple[float, float]:
+    ) -> tuple[float, float, float, float]:
+        """(mAP50, mAP50-95, precision, recall) on the val split; P and R at the confidence
+        of the best F1 over all classes (as ultralytics prints them)."""
         dets = predict_records(
             self.val_rec, model, imgsz=self.cfg.imgsz, conf=self.cfg.val_conf,
             iou=self.cfg.val_iou, batch=max(1, self.cfg.batch), callback=progress,
         )  # fmt: skip
         res = evaluate(self.val_rec, dets)
-        return max(res.map50, 0.0), max(res.map, 0.0)
+        self.last_eval = res  # the per-class figures, for the run's closing table
+        point = res.operating.all if res.operating is not None else {}
+        p, r = (float(point.get(k, 0.0)) for k in ("precision", "recall"))
+        p, r = (v if v == v else 0.0 for v in (p, r))  # NaN (no detections): 0
+        p = p if r > 0 else 0.0  # nothing found: no precision to speak of
+        return max(res.map50, 0.0), max(res.map, 0.0), p, r
 
     def summary(self) -> dict[str, Any]:
         """The task's part of the weights' training summary."""
@@ -198,6 +226,7 @@ class DetectorTask:
             "model": self.model_config.to_dict(),
             "anchors": self.anchor_info,
             "batches_per_epoch": self.steps_per_epoch(0),
+            "frozen": self.frozen,
         }
 
     def resume_extra(self) -> dict[str, Any]:

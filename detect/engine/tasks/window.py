@@ -251,13 +251,19 @@ class WindowTask:
 
     def validate(
         self, model: nn.Module, progress: Callable[[int, int], None]
-    ) -> tuple[float, float]:
+    ) -> tuple[float, float, float, float]:
+        """(mAP50, mAP50-95, precision, recall) of conv-sliding on the val split."""
         dets = predict_records(
             self.val_rec, model, conf=self.cfg.val_conf, batch=1, callback=progress,
             method=Method.conv_sliding,
         )  # fmt: skip
         res = evaluate(self.val_rec, dets)
-        return max(res.map50, 0.0), max(res.map, 0.0)
+        self.last_eval = res  # the per-class figures, for the run's closing table
+        point = res.operating.all if res.operating is not None else {}
+        p, r = (float(point.get(k, 0.0)) for k in ("precision", "recall"))
+        p, r = (v if v == v else 0.0 for v in (p, r))  # NaN (no detections): 0
+        p = p if r > 0 else 0.0  # nothing found: no precision to speak of
+        return max(res.map50, 0.0), max(res.map, 0.0), p, r
 
     def summary(self) -> dict[str, Any]:
         return {
