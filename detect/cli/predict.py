@@ -33,7 +33,10 @@ def command(
     ],
     weights: Annotated[
         str | None,
-        typer.Option("--weights", help="Weights file (default: the shipped shapes-tiny model)."),
+        typer.Option(
+            "--weights",
+            help="Weights file (default: the shipped VOC model, weights/voc-tiny.safetensors).",
+        ),
     ] = None,
     imgsz: Annotated[
         int | None,
