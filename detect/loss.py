@@ -110,8 +110,8 @@ def assign_targets(
     L, A = anchors.shape[:2]
     in_h, in_w = input_hw
     dev = targets.device
-    size = torch.tensor([in_w, in_h], dtype=torch.float32, device=dev)
-    anchor_wh = anchors.to(dev).float().reshape(L * A, 2) * size  # [L*A,2] pixels
+    side = float(max(in_w, in_h))  # anchors are fractions of the long side, as decode_level
+    anchor_wh = anchors.to(dev).float().reshape(L * A, 2) * side  # [L*A,2] pixels
     boxes = targets[:, 2:6].float()  # [T,4]
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # [T,2]
     ctr = (boxes[:, :2] + boxes[:, 2:]) / 2  # [T,2]

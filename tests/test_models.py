@@ -49,7 +49,7 @@ def test_decode_hand_computed_cell():
     offset = 3 * 32 * 40  # rows of level 0
     row = dec[0, offset + 1 * 16 * 20 + 3 * 20 + 5]
     cx, cy = (0.5 + 5) * 16, (0.75 + 3) * 16  # sigmoid(0) = 0.5, sigmoid(log 3) = 0.75
-    w, h = 0.25 * 320 * 2, 0.125 * 256  # anchor fraction * input side * exp(tw)
+    w, h = 0.25 * 320 * 2, 0.125 * 320  # anchor fraction * the input's long side * exp(tw)
     expected = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, 0.5]
     expected += [1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(1.0))]
     torch.testing.assert_close(row, torch.tensor(expected), rtol=0, atol=1e-4)
@@ -86,8 +86,8 @@ def test_decode_matches_brute_force_loop():
                         sig = [1 / (1 + math.exp(-v)) for v in t]
                         cx = (sig[0] + x) * hw[1] / gw
                         cy = (sig[1] + y) * hw[0] / gh
-                        w = ANCHORS[lvl][a][0] * hw[1] * math.exp(t[2])
-                        h = ANCHORS[lvl][a][1] * hw[0] * math.exp(t[3])
+                        w = ANCHORS[lvl][a][0] * max(hw) * math.exp(t[2])  # long side
+                        h = ANCHORS[lvl][a][1] * max(hw) * math.exp(t[3])
                         rows.append((b, [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, *sig[4:]]))
     # rows were produced level-major within each image, as decode orders them
     ref = torch.stack([torch.tensor([r for bb, r in rows if bb == b]) for b in range(2)])

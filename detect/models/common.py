@@ -3,16 +3,19 @@
 Raw head output per level: `Tensor[B, A, H, W, 5 + C]` holding (tx, ty, tw, th, objectness logit,
 C class logits). Decoding (YOLOv2):
 
-    cx = (sigmoid(tx) + grid_x) * stride_x        w = anchor_w * input_w * exp(tw)
-    cy = (sigmoid(ty) + grid_y) * stride_y        h = anchor_h * input_h * exp(th)
+    cx = (sigmoid(tx) + grid_x) * stride_x        w = anchor_w * max(input_w, input_h) * exp(tw)
+    cy = (sigmoid(ty) + grid_y) * stride_y        h = anchor_h * max(input_w, input_h) * exp(th)
 
-with anchors as fractions of the input side and strides taken from the shapes (input / grid), so
-one model decodes right at any input size. `ModelConfig.xy_scale` s > 1 stretches the sigmoid as
-YOLOv4's `scale_x_y` does, `s * sigmoid(t) - (s - 1) / 2`: still a sigmoid offset from the cell
-corner, but it can reach the centre of a box that sits just across the cell edge, so the
-neighbouring cells can train as positives too (s = 2 is YOLOv5's `2 * sigmoid - 0.5`); s = 1 is
-YOLOv2 exactly. The same functions serve training, prediction and
-export: no Python loop over data, the grid is built from tensor shapes (trace-friendly).
+with anchors as fractions of the input's long side (the side of the square letterbox; the frame
+`detect anchors` computes them in) and strides taken from the shapes (input / grid), so one model
+decodes right at any input size, square or not: a rectangular letterbox (the square one with the
+padding cropped to a stride multiple) gives the same boxes as the square one.
+`ModelConfig.xy_scale` s > 1 stretches the sigmoid as YOLOv4's `scale_x_y` does,
+`s * sigmoid(t) - (s - 1) / 2`: still a sigmoid offset from the cell corner, but it can reach the
+centre of a box that sits just across the cell edge, so the neighbouring cells can train as
+positives too (s = 2 is YOLOv5's `2 * sigmoid - 0.5`); s = 1 is YOLOv2 exactly. The same functions
+serve training, prediction and export: no Python loop over data, the grid and the strides are
+built from tensor shapes, which a trace records (an export keeps height and width dynamic).
 """
 
 from __future__ import annotations
@@ -68,6 +71,28 @@ def make_grid(h: int, w: int, like: Tensor) -> Tensor:
     return torch.stack((gx, gy), -1)  # [H,W,2]
 
 
+def _strides_and_side(
+    raw: Tensor, input_hw: tuple[int, int] | tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor | float]:
+    """Pixels per cell `Tensor[2]` (x, y) and the input's long side, from the shapes.
+
+    Eager: Python ints, one small tensor. While tracing an export the sizes are 0-dim tensors,
+    and they are kept as tensors so the exported graph has dynamic height and width.
+    """
+    h, w = raw.shape[2], raw.shape[3]
+    in_h, in_w = input_hw[0], input_hw[1]
+    if not any(isinstance(v, Tensor) for v in (h, w, in_h, in_w)):
+        stride = torch.tensor([in_w / w, in_h / h], dtype=raw.dtype, device=raw.device)
+        return stride, float(max(in_w, in_h))
+
+    def f(v: int | Tensor) -> Tensor:
+        v = v if isinstance(v, Tensor) else torch.tensor(v)
+        return v.to(device=raw.device, dtype=raw.dtype)
+
+    size = torch.stack((f(in_w), f(in_h)))  # [2] (x, y) input pixels
+    return size / torch.stack((f(w), f(h))), size.max()
+
+
 def decode_level(
     raw: Tensor, anchors: Tensor, input_hw: tuple[int, int], xy_scale: float = 1.0
 ) -> Tensor:
@@ -75,8 +100,9 @@ def decode_level(
 
     Args:
         raw: (tx, ty, tw, th, obj logit, class logits) per anchor and cell.
-        anchors: `Tensor[A, 2]` (w, h) as fractions of the input side.
-        input_hw: (height, width) of the network input in pixels.
+        anchors: `Tensor[A, 2]` (w, h) as fractions of the input's long side.
+        input_hw: (height, width) of the network input in pixels (ints, or while tracing an
+            export the 0-dim tensors `x.shape` gives, so the sizes stay dynamic).
         xy_scale: sigmoid stretch of the centre offset (1: YOLOv2; see the module docstring).
 
     Returns:
@@ -84,11 +110,7 @@ def decode_level(
         class probabilities. Differentiable, for the training loss too.
     """
     h, w = raw.shape[2], raw.shape[3]
-    in_h, in_w = input_hw[0], input_hw[1]
-    stride = torch.stack((torch.as_tensor(in_w / w), torch.as_tensor(in_h / h))).to(
-        raw
-    )  # [2] (x, y) pixels per cell
-    size = torch.stack((torch.as_tensor(in_w), torch.as_tensor(in_h))).to(raw)  # [2]
+    stride, side = _strides_and_side(raw, input_hw)  # anchors are fractions of the long side
     grid = make_grid(h, w, raw)  # [H,W,2]
     offset = raw[..., 0:2].sigmoid()  # [B,A,H,W,2] in 0..1 of the cell
     if xy_scale != 1.0:
@@ -96,7 +118,7 @@ def decode_level(
     xy = (offset + grid) * stride  # [B,A,H,W,2]
     wh = (
         raw[..., 2:4].clamp(-TWH_CLIP, TWH_CLIP).exp()
-        * (anchors.to(raw) * size)[None, :, None, None, :]
+        * (anchors.to(raw) * side)[None, :, None, None, :]
     )  # [B,A,H,W,2]
     return torch.cat((xy, wh, raw[..., 4:].sigmoid()), -1)
 
@@ -145,7 +167,7 @@ class Detector(nn.Module):
         N = sum over levels of A * H_l * W_l, in level, anchor, row, column order (so row n of
         level l is `raw[l].flatten(1, 3)[:, n - offset_l]`).
         """
-        hw = (int(input_hw[0]), int(input_hw[1]))
+        hw = (input_hw[0], input_hw[1])  # not int(): a trace keeps them symbolic
         outs = []
         for i, p in enumerate(raw):
             d = decode_level(p, self.anchors[i], hw, self.cfg.xy_scale)  # [B,A,H,W,5+C]
