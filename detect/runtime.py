@@ -335,6 +335,8 @@ def postprocess(
         raise DetectError(f"max_det must be >= 0, got {max_det}")
     decoded = decoded.astype(np.float32, copy=False)
     bsz, _, width = decoded.shape
+    if bsz == 0:
+        return []
     nc = width - 5
     b, n = np.nonzero(decoded[..., 4] >= np.float32(conf))  # [R] candidates, (image, row) order
     rows = decoded[b, n]  # [R,5+C]

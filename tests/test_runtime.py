@@ -390,5 +390,6 @@ def test_postprocess_many_candidates_and_empty():
         np.testing.assert_array_equal(g, r.numpy())
     none = rt.postprocess(np.zeros((2, 10, 8), np.float32))
     assert [d.shape for d in none] == [(0, 6), (0, 6)]
+    assert rt.postprocess(np.zeros((0, 10, 8), np.float32)) == []
     with pytest.raises(DetectError, match="5 \\+ C"):
         rt.postprocess(np.zeros((2, 10, 5), np.float32))
