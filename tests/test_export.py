@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from detect.cli.main import app
+from detect.errors import DetectError
 from detect.models import ModelConfig, build_model
 from detect.models.common import set_head_bias
 from detect.weights import load_weights, save_weights
@@ -98,10 +99,23 @@ def test_openvino_matches_pytorch(weights, reference, tmp_path):
         got = compiled(x.numpy())[0]
         assert got.shape == tuple(ref.shape)
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-4)
-    # exporting again replaces the folder whole
-    (out / "stale.txt").write_text("old")
-    r = CliRunner().invoke(app, ["export", str(weights), "--format", "openvino"])
-    assert r.exit_code == 0 and not (out / "stale.txt").exists()
+
+
+def test_openvino_folder_is_replaced_whole(tmp_path):
+    from detect.models.export import _replace_dir
+
+    dst, new = tmp_path / "m_openvino", tmp_path / "new"
+    dst.mkdir()
+    (dst / "stale.txt").write_text("old")
+    new.mkdir()
+    (new / "model.xml").write_text("new")
+    _replace_dir(new, dst)
+    assert sorted(p.name for p in dst.iterdir()) == ["model.xml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_openvino"]  # no leftovers
+    (tmp_path / "file").write_text("x")
+    new.mkdir()
+    with pytest.raises(DetectError, match="not a folder"):
+        _replace_dir(new, tmp_path / "file")
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load deprecation

@@ -49,12 +49,15 @@ def model():
 def exports(model, tmp_path_factory):
     import copy
 
+    from detect.models.export import _openvino, export_metadata
+
     d = tmp_path_factory.mktemp("exp")
     meta = {"training": {"epochs": 3}}
-    return {
-        "onnx": export_model(copy.deepcopy(model), "onnx", d / "m.onnx", IMGSZ, meta),
-        "openvino": export_model(copy.deepcopy(model), "openvino", d / "m_openvino", IMGSZ, meta),
-    }
+    onnx_path = export_model(copy.deepcopy(model), "onnx", d / "m.onnx", IMGSZ, meta)
+    # the OpenVINO export converts these very ONNX bytes (one trace for both)
+    info = export_metadata(model, IMGSZ, meta)
+    ov_path = _openvino(onnx_path.read_bytes(), info, d / "m_openvino")
+    return {"onnx": onnx_path, "openvino": ov_path}
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +305,7 @@ def _boxes(rng, n, ties):
     return np.concatenate([xy, xy + wh], 1), scores
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
     n=st.integers(0, 300),

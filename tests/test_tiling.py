@@ -50,13 +50,17 @@ def test_windows_cover_the_image():
 def test_windows_equal_sahi(sahi):
     from sahi.slicing import get_slice_bboxes
 
-    for width in [1, 100, 320, 321, 640, 1000, 1280, 2000, 2560]:
-        for height in [1, 200, 320, 777, 1280]:
-            for tile in [64, 320, 640]:
-                for overlap in [0.0, 0.2, 0.25, 0.5, 0.9]:
-                    got = tiling.tile_windows(width, height, tile, overlap).tolist()
-                    ref = get_slice_bboxes(height, width, tile, tile, False, overlap, overlap)
-                    assert got == ref, (width, height, tile, overlap)
+    rng = np.random.default_rng(0)
+    cases = [(1, 1, 64, 0.2), (320, 320, 320, 0.2), (321, 320, 320, 0.0), (2560, 1280, 640, 0.9)]
+    tiles, overlaps = rng.choice([160, 320, 512, 640], 80), rng.uniform(0, 0.6, 80)
+    cases += [
+        (int(rng.integers(1, 2600)), int(rng.integers(1, 2600)), int(tile), float(ov))
+        for tile, ov in zip(tiles, overlaps, strict=True)
+    ]
+    for width, height, tile, overlap in cases:
+        got = tiling.tile_windows(width, height, tile, overlap).tolist()
+        ref = get_slice_bboxes(height, width, tile, tile, False, overlap, overlap)
+        assert got == ref, (width, height, tile, overlap)
 
 
 def test_window_errors():
