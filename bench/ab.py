@@ -9,8 +9,8 @@ rounds like:
     .venv/bin/python bench/ab.py --data /tmp/d/easy/data.yaml --minutes 15 \\
         yolov2:assigner=yolov2 tal:assigner=tal
 
-A variant is NAME:key=value,key=value with keys of `detect.train.TrainConfig` (assigner, batch,
-lr, xy_scale, ...); values are parsed as JSON when they can be.
+A variant is NAME:key=value,key=value with fields of `detect.settings` RunConfig and
+DetectorConfig (assigner, batch, lr, xy_scale, ...); values are parsed as JSON when they can be.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 CHILD = """
 import json, sys, torch
 torch.set_num_threads(1)
-from detect.train import TrainConfig, train
+from detect.engine import TrainConfig, train
 kw = json.loads(sys.argv[1])
-r = train(TrainConfig(**kw))
+r = train(TrainConfig.create(**kw))
 print(json.dumps({"epochs": r.epochs, "best_epoch": r.best_epoch, "map50": r.map50, "map": r.map}))
 """
 

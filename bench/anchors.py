@@ -1,4 +1,4 @@
-"""Time `detect.anchors.kmeans_anchors` against the usual IoU k-means scripts, side by side.
+"""Time `detect.anchor_boxes.kmeans_anchors` against the usual IoU k-means scripts, side by side.
 
 Usage: .venv/bin/python bench/anchors.py [--runs 5] [--voc ../shared/voc2007]
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.anchors import avg_iou, boxes_wh, kmeans_anchors, wh_iou
+from detect.anchor_boxes import avg_iou, boxes_wh, kmeans_anchors, wh_iou
 from detect.data import load_dataset
 
 

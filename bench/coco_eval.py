@@ -1,9 +1,12 @@
 """COCO-scale evaluation benchmark: `detect evaluate` vs pycocotools vs faster-coco-eval
 (and hotcoco / ultrafast-pycocotools when installed), each a whole process from the JSON files to
-the 12 stats, run side by side; checks they agree and prints times, ratios and peak memory.
+the 12 stats, run side by side (round robin: one run of each tool per round); checks they agree
+and prints times, ratios and peak memory.
 
     .venv/bin/python bench/coco_eval.py [--images 5000] [--repeat 3] [--skip pycocotools]
         [--case DIR]   # keep the generated JSON files in DIR and reuse them
+        [--tide]       # also time `detect evaluate --tide` and TIDE alone (CPU, in process)
+        [--tidecv]     # and compare TIDE with the tidecv package on the case (minutes)
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool (median reported)")
     ap.add_argument("--skip", nargs="*", default=[], help="tools not to run")
     ap.add_argument("--case", help="folder to keep the case in and reuse (default: a temp dir)")
+    ap.add_argument("--tide", action="store_true", help="also time detect's TIDE")
+    ap.add_argument("--tidecv", action="store_true", help="with --tide: parity with tidecv")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(args.case or tmp)
@@ -145,23 +150,33 @@ def main() -> None:
         gt, dt = str(tmp / "gt.json"), str(tmp / "dets.json")
         py = sys.executable
         tools = {"detect": [py, "-m", "detect", "evaluate", gt, "--pred", dt, "--json", "-"]}
+        if args.tide:
+            tools["detect --tide"] = tools["detect"] + ["--tide"]
         for name, (mod, evmod, ev) in PEERS.items():
             if name in args.skip or not installed(mod.split(".")[0]):
                 continue
             script = PEER.format(mod=mod, evmod=evmod, ev=ev)
             tools[name] = [py, "-c", script, gt, dt]
+        # byte-compile detect as `pip install` does for the peers (with PYTHONDONTWRITEBYTECODE
+        # set, an editable checkout would otherwise compile its modules again in every run)
+        subprocess.run([py, "-m", "compileall", "-q", str(REPO / "detect")], check=True)
+        runs: dict[str, list] = {name: [] for name in tools}
+        for r in range(args.repeat):  # round robin, so load drifts hit every tool alike
+            for name, cmd in tools.items():
+                if name == "pycocotools" and r > 0:
+                    continue  # minutes per run
+                runs[name].append(run(cmd))
         results = {}
-        for name, cmd in tools.items():
-            runs = [run(cmd) for _ in range(1 if name == "pycocotools" else args.repeat)]
-            out = runs[-1][2].strip().splitlines()[-1]
+        for name, rs in runs.items():
+            out = rs[-1][2].strip().splitlines()[-1]
             stats = json.loads(out)
             if isinstance(stats, dict):
                 stats = list(stats["coco"].values())
             results[name] = (
-                statistics.median(r[0] for r in runs),
-                max(r[1] for r in runs),
+                statistics.median(r[0] for r in rs),
+                max(r[1] for r in rs),
                 np.array(stats),
-                statistics.median(r[3] for r in runs),
+                statistics.median(r[3] for r in rs),
             )
             t, mb, _, cpu = results[name]
             print(f"{name:>22}: {t:7.2f} s wall  {cpu:7.2f} s cpu  peak {mb:6.0f} MB")
@@ -175,6 +190,40 @@ def main() -> None:
         for name, (t, _, _, c) in results.items():
             print(f"{name:>22}: {t / t_detect:6.2f}x  {c / c_detect:6.2f}x")
         print("\nstats (detect):", np.round(results["detect"][2], 4).tolist())
+        if args.tide:
+            tide_in_process(gt, dt, args.repeat, args.tidecv)
+
+
+def tide_in_process(gt: str, dt: str, repeat: int, tidecv: bool) -> None:
+    """TIDE's CPU time alone (median of `repeat`) and, with `tidecv`, its parity with tidecv."""
+    sys.path.insert(0, str(REPO))
+    from detect.metrics.predictions import read_coco_ground_truth, read_predictions
+    from detect.metrics.tide import evaluate_tide
+
+    g = read_coco_ground_truth(gt)
+    p = read_predictions(dt, g)
+    p.score_rank()  # shared with COCO and VOC in `detect evaluate`
+    cpu = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        r = evaluate_tide(g, p)
+        cpu.append(time.process_time() - t0)
+    print(f"\nTIDE alone: {statistics.median(cpu):.2f} s cpu (median of {repeat}); AP50 "
+          f"{r.ap:.4f}, dAP {({k: round(v, 4) for k, v in r.dap.items()})}")  # fmt: skip
+    if not tidecv:
+        return
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_metrics_tide import reference
+
+    t0 = time.process_time()
+    ap, dap, counts = reference(json.loads(Path(gt).read_text()), json.loads(Path(dt).read_text()))
+    t = time.process_time() - t0
+    diff = max(abs(ap - r.ap), *(abs(dap[k] - r.dap[k]) for k in dap))
+    same = all(counts[k] == r.counts[k] for k in counts)
+    print(
+        f"tidecv: {t:.1f} s cpu; max |dAP - tidecv| = {diff:.3g} (fractions; x100 for "
+        f"tidecv's points); counts equal: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def peak_rss_mb(cmd: list[str]) -> float:
 def make_weights(path: Path) -> Path:
     """An untrained tiny model (6 classes, 320): same architecture and cost as the shipped one."""
     from detect.models import ModelConfig, build_model
-    from detect.weights import save_weights
+    from detect.models.weights_file import save_weights
 
     save_weights(path, build_model(ModelConfig(arch="tiny", num_classes=6, imgsz=320)), {})
     return path
@@ -95,7 +95,7 @@ def forward_latency(weights: Path, runs: int) -> None:
     import torch
     from ultralytics import YOLO
 
-    from detect.weights import load_weights
+    from detect.models.weights_file import load_weights
 
     ours, _ = load_weights(weights)
     ours.fuse().eval()

@@ -45,7 +45,7 @@ def run(src: Path, model_path: Path, out: Path, batch: int = 8, auto: bool = Tru
 
     import cv2
 
-    from detect.draw import draw_detections
+    from detect.inference.draw import draw_detections
     from detect.runtime import letterbox_batch, load_exported, postprocess, unletterbox_boxes
 
     model = load_exported(model_path)

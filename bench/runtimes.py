@@ -114,10 +114,10 @@ def main() -> None:
     import torch
     from ultralytics import YOLO
 
+    from detect.models import load_weights
     from detect.models.export import export_model
     from detect.resources import shapes_weights
     from detect.runtime import cpu_count, to_float_input
-    from detect.weights import load_weights
 
     threads = cpu_count()
     bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -6,7 +6,7 @@ total stride): 73 x 73 = 5329 windows. Timed side by side in interleaved rounds,
 
 - naive:        one crop at a time through the classifier (for the record; --naive-windows of them,
                 extrapolated to the whole grid, since the full loop takes minutes)
-- sliding:      every crop, classified in batches (detect.sliding.sliding_scores); several
+- sliding:      every crop, classified in batches (detect.inference.sliding.sliding_scores); several
                 batch sizes, the fastest is the baseline
 - conv-sliding: the classifier rewritten as convolutions, one pass (conv_sliding_scores)
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
+from detect.inference.sliding import conv_sliding_scores, sliding_scores
 from detect.models.window import build_window_model, to_conv
-from detect.sliding import conv_sliding_scores, sliding_scores
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,7 @@ def main() -> None:
 
     weights = ROOT / "weights" / "shapes-window.safetensors"
     if weights.is_file():
-        from detect.weights import load_weights
+        from detect.models.weights_file import load_weights
 
         model, _ = load_weights(weights)
         source = str(weights.relative_to(ROOT))

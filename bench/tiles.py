@@ -88,8 +88,8 @@ def make_dataset(out: Path, images: int, seed: int) -> Path:
 
 
 def export_default(tmp: Path, weights: Path) -> Path:
+    from detect.models import load_weights
     from detect.models.export import export_model
-    from detect.weights import load_weights
 
     model, meta = load_weights(weights)
     return export_model(

@@ -14,6 +14,7 @@ import torchvision
 from torch import Tensor
 
 from detect.errors import DetectError
+from detect.iou import pairwise_iou
 
 _FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -79,14 +80,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         raise DetectError(
             f"box_iou: batch dims differ, {tuple(boxes1.shape)} vs {tuple(boxes2.shape)}"
         )
-    area1 = box_area(boxes1)  # [...,N]
-    area2 = box_area(boxes2)  # [...,M]
-    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # [...,N,M,2]
-    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])  # [...,N,M,2]
-    wh = (rb - lt).clamp(min=0)  # [...,N,M,2]
-    inter = wh[..., 0] * wh[..., 1]  # [...,N,M]
-    union = area1[..., :, None] + area2[..., None, :] - inter  # [...,N,M]
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    return pairwise_iou(boxes1, boxes2)
 
 
 def _check_nms_args(boxes: Tensor, scores: Tensor, classes: Tensor | None = None) -> None:

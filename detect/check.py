@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from detect.data import image_size, load_dataset, read_image
 from detect.data.image import IMAGE_SUFFIXES
 from detect.data.types import REPORT_KINDS, DatasetRecords, ReadReport
+from detect.data.yolo import label_path
 from detect.errors import DetectError
 
 # Kinds that lose data: an image nobody can read, a label nobody can use.
@@ -120,8 +122,6 @@ def default_splits(data: str | Path) -> list[str]:
         if len(yamls) == 1:
             path = yamls[0]
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeError, yaml.YAMLError) as e:
@@ -199,8 +199,6 @@ def _check_split(rec: DatasetRecords, report: ReadReport, imgsz, decode, callbac
 
 def _orphan_labels(rec: DatasetRecords, report: ReadReport) -> None:
     """Label files in the split's label folders that no image file of that folder uses."""
-    from detect.data.yolo import label_path
-
     folders = {label_path(im.path).parent: im.path.parent for im in rec.images if im.path}
     for labels, imgs in folders.items():
         try:

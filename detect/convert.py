@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import yaml
+
+from detect.check import default_splits
 from detect.data import load_dataset
 from detect.data._common import relative_paths
 from detect.data.types import DatasetRecords, ReadReport
@@ -61,8 +64,6 @@ def convert(
         DetectError: an unknown format, `out` already exists (never overwritten), or a split
             cannot be read.
     """
-    from detect.check import default_splits
-
     if to not in FORMATS:
         raise DetectError(f"unknown format {to!r} (use {', '.join(FORMATS)})")
     out = Path(out)
@@ -157,8 +158,6 @@ class _Yolo:
         return n
 
     def finish(self, splits: list[str]) -> None:
-        import yaml
-
         doc = {"path": ".", **{s: f"images/{s}" for s in splits}, "names": self.names}
         (self.root / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -200,8 +199,6 @@ class _Coco:
         return len(images)
 
     def finish(self, splits: list[str]) -> None:
-        import yaml
-
         doc = {"path": "."}
         for s in splits:
             doc[s] = {"coco": f"annotations/instances_{s}.json", "images": f"images/{s}"}

@@ -14,8 +14,8 @@ from pathlib import Path
 def data_dir(name: str) -> Path:
     """The folder of shipped data `name` ("weights" or "anchors").
 
-    Looked up by path, not by import: `detect/anchors.py` is a module, so `detect.anchors` never
-    names the data folder.
+    Looked up by path, not by import: an editable install does not map the data folders to
+    the `detect.weights` / `detect.anchors` packages.
     """
     installed = Path(__file__).resolve().parent / name
     if installed.is_dir():

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from detect.errors import DetectError
@@ -98,8 +99,6 @@ def letterbox(
     Raises:
         DetectError: `shape` smaller than the resized image.
     """
-    import cv2
-
     h, w = img.shape[:2]
     scale = min(size / h, size / w)
     nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detect.anchors import (
+from detect.anchor_boxes import (
     KMeansConfig,
     anchor_stats,
     avg_iou,

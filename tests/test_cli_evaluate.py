@@ -45,7 +45,9 @@ def test_json_to_stdout_equals_pycocotools_without_torch(case):
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip().endswith("NOTORCH")
     out = json.loads(r.stdout)
-    assert set(out) == {"coco", "voc07", "voc", "per_class", "images", "seconds"}
+    # the contract's keys, plus the operating points (no TIDE unless --tide)
+    assert set(out) == {"coco", "voc07", "voc", "per_class", "images", "seconds",
+                        "operating_points"}  # fmt: skip
     np.testing.assert_allclose(list(out["coco"].values()), reference(gt, res), atol=1e-12)
     assert out["images"] == len(gt["images"])
     assert [c["id"] for c in out["per_class"]] == [c["id"] for c in gt["categories"]]
@@ -124,17 +126,61 @@ def test_empty_prediction_list_scores_zero(case, tmp_path):
     assert out["coco"]["AP"] == 0.0 and out["voc"]["mAP"] == 0.0
 
 
+def test_several_predictions_compare_without_torch(case, tmp_path):
+    d, gt, res = case
+    from test_metrics_tide import reference as tide_reference
+
+    # a second run: every other score halved
+    worse = [{**p, "score": p["score"] / 2 if i % 2 else p["score"]} for i, p in enumerate(res)]
+    (tmp_path / "b.json").write_text(json.dumps(worse))
+    r = detect("evaluate", str(d / "gt.json"), "--pred", str(d / "pred.json"), "--pred",
+               str(tmp_path / "b.json"), "--tide", "--bootstrap", "30", "--at-precision", "0.5",
+               "--json", "-", "--plots", str(tmp_path / "plots"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().endswith("NOTORCH")
+    out = json.loads(r.stdout)
+    assert [run["name"] for run in out["runs"]] == ["pred", "b"]
+    for run, preds in zip(out["runs"], (res, worse), strict=True):
+        np.testing.assert_allclose(list(run["coco"].values()), reference(gt, preds), atol=1e-12)
+        ap, dap, counts = tide_reference(gt, preds)
+        assert run["tide"]["AP50"] == pytest.approx(ap, abs=1e-12)
+        assert run["tide"]["dAP"] == pytest.approx(dap, abs=1e-12)
+        assert run["operating_points"]["at_precision"] == 0.5
+    (cmp,) = out["compare"]
+    assert cmp["name"] == "b" and cmp["baseline"] == "pred"
+    a, b = out["runs"][0]["coco"]["AP"], out["runs"][1]["coco"]["AP"]
+    assert cmp["coco"]["AP"] == pytest.approx(b - a, abs=1e-12)
+    bs = cmp["bootstrap"]["mAP50-95"]
+    assert bs["ci"][0] <= bs["ci"][1] and cmp["bootstrap"]["n"] == 30
+    assert "Δ b" in r.stderr and "paired bootstrap" in r.stderr and "FalsePos" in r.stderr
+    assert (tmp_path / "plots" / "tide.png").is_file()
+    assert (tmp_path / "plots" / "pred" / "pr_all.png").is_file()
+    assert (tmp_path / "plots" / "b" / "pr_all.png").is_file()
+
+
+def test_bad_new_options_are_one_line_errors(case):
+    d, _, _ = case
+    base = ["evaluate", str(d / "gt.json"), "--pred", str(d / "pred.json")]
+    for extra, message in (
+        (["--at-precision", "1.5"], "--at-precision"),
+        (["--bootstrap", "-1"], "--bootstrap"),
+        (["--weights", "w.safetensors"], "not both"),
+    ):
+        r = detect(*base, *extra)
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and message in r.stderr
+
+
 @pytest.mark.slow
 def test_weights_form_equals_pred_form(tmp_path):
     """`evaluate DATA --weights W` = predict_records on DATA's val split, then `--pred` on its
     COCO results JSON: the same scores."""
     pytest.importorskip("torch")
     from detect.data import load_dataset
+    from detect.inference import predict_records
     from detect.models import build_model
     from detect.models.config import ModelConfig
-    from detect.predict import predict_records
+    from detect.models.weights_file import save_weights
     from detect.synth import SynthConfig, make_synth
-    from detect.weights import save_weights
 
     make_synth(tmp_path / "d", SynthConfig(train=2, val=6, size=160))
     data = str(tmp_path / "d" / "data.yaml")

@@ -70,7 +70,7 @@ def test_case_11_voc_filename_without_extension():
         assert (x.id, x.path.name, x.width, x.height) == (y.id, y.path.name, y.width, y.height)
         np.testing.assert_array_equal(x.boxes, y.boxes)
         assert x.path.is_file()
-    from detect.predict import predict_records
+    from detect.inference import predict_records
 
     weights = REPO / "weights" / "shapes-tiny.safetensors"
     ja = evaluate(a, predict_records(a, str(weights))).to_json()
@@ -97,6 +97,14 @@ def test_case_20_comma_separated_label_lines():
 
 
 # --------------------------------------------------------------------------- image identity
+
+
+def test_label_files_with_a_byte_order_mark(tmp_path):
+    data = _red_box_set(tmp_path / "set")
+    lab = tmp_path / "set/labels/val/001.txt"
+    lab.write_bytes(b"\xef\xbb\xbf" + lab.read_bytes())  # Windows editors write one
+    rec = load_dataset(data, "val")
+    assert rec.report.bad_lines == 0 and rec.num_boxes() == 5
 
 
 def test_unique_ids_rule():
@@ -132,7 +140,7 @@ def test_predict_outputs_read_back_exactly(tmp_path):
     into evaluate on the right images: a perfect detector scores AP 1 both ways."""
     from test_predict import RedBoxModel
 
-    from detect.predict import PredictConfig, run_predict
+    from detect.inference import PredictConfig, run_predict
 
     data = _red_box_set(tmp_path / "set")
     s = run_predict([str(tmp_path / "set/images/val")], RedBoxModel(320),
@@ -262,17 +270,18 @@ def test_dataloader_worker_error_shows_the_file():
 
 
 def test_training_drops_unreadable_images_before_the_first_epoch(tmp_path):
-    from detect.train import TrainConfig, load_training_data
+    from detect.engine.data import load_training_data
 
     data = _red_box_set(tmp_path / "set")
     (tmp_path / "set/images/val/0001.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    events = []
-    train, val = load_training_data(TrainConfig(data=str(data)), lambda e, **i: events.append(i))
+    reports = []
+    splits = ("train", "val")
+    train, val = load_training_data(str(data), splits, None, False, lambda *r: reports.append(r))
     assert len(train.images) == len(val.images) == 4
     assert train.report.count("bad_image") == 1 and "0001.jpg" in train.report.messages[0]
-    assert events[0]["train_report"] is train.report
+    assert reports[0][0] is train.report
     with pytest.raises(DetectError, match="--strict"):
-        load_training_data(TrainConfig(data=str(data), strict=True), lambda e, **i: None)
+        load_training_data(str(data), splits, None, True, lambda *r: None)
 
 
 # --------------------------------------------------------------------------- train / val sets

@@ -15,7 +15,7 @@ from detect.cli.main import app
 from detect.errors import DetectError
 from detect.models import ModelConfig, build_model
 from detect.models.common import set_head_bias
-from detect.weights import load_weights, save_weights
+from detect.models.weights_file import load_weights, save_weights
 
 IMGSZ = 96
 

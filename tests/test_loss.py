@@ -8,15 +8,22 @@ import pytest
 import torch
 import torchvision
 
-from detect.loss import (
+from detect.iou import shape_iou
+from detect.losses import (
+    DetectionLoss,
     LossConfig,
     assign_targets,
     bbox_ciou,
     reach_regions,
-    shape_iou,
     task_aligned_assign,
-    yolo_loss,
 )
+
+
+def stacked_loss(raw, targets, anchors, input_hw, cfg=None, xy_scale=1.0):
+    """The loss with its terms stacked as (box, obj, cls)."""
+    loss, terms = DetectionLoss(cfg)(raw, targets, anchors, input_hw, xy_scale)
+    return loss, torch.stack([terms["box"], terms["obj"], terms["cls"]])
+
 
 # Two levels at a 64 px input: 8x8 (stride 8) and 4x4 (stride 16).
 # Anchors in pixels: 6.4x6.4, 16x16 | 32x32, 51.2x25.6.
@@ -159,7 +166,7 @@ def test_gradients_shapes_finite_and_ignore_rule():
     # Slot (level 0, image 0, anchor 0, row 7, column 7) overlaps nothing: pushed towards 0.
     _set_prediction(raw, 0, 0, 0, 7, 7, [57.0, 57.0, 63.0, 63.0])
     cfg = LossConfig(assigner="yolov2", anchor_iou=None, anchor_ratio=None)
-    loss, items = yolo_loss(raw, t, ANCHORS, HW, cfg)
+    loss, items = stacked_loss(raw, t, ANCHORS, HW, cfg)
     loss.backward()
     assert loss.ndim == 0 and items.shape == (3,) and torch.isfinite(items).all()
     for r in raw:
@@ -179,7 +186,7 @@ def test_gradients_shapes_finite_and_ignore_rule():
 
 def test_loss_without_targets_is_objectness_only():
     raw = _raw(2, 3)
-    loss, items = yolo_loss(raw, torch.zeros(0, 6), ANCHORS, HW, LossConfig(assigner="yolov2"))
+    loss, items = stacked_loss(raw, torch.zeros(0, 6), ANCHORS, HW, LossConfig(assigner="yolov2"))
     loss.backward()
     assert items[0] == 0 and items[2] == 0 and items[1] > 0
     assert all(r.grad[..., :4].abs().sum() == 0 for r in raw)
@@ -197,7 +204,7 @@ def test_overfit_one_image(assigner, seed=0):
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(60):
-        loss, _ = yolo_loss(model(x), t, model.anchors, (64, 64), LossConfig(assigner=assigner))
+        loss, _ = stacked_loss(model(x), t, model.anchors, (64, 64), LossConfig(assigner=assigner))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -316,13 +323,13 @@ def test_task_aligned_assign_hand_computed():
 def test_tal_loss_gradients_and_empty():
     cfg = LossConfig(assigner="tal")
     raw = _raw(2, 5)
-    loss, items = yolo_loss(raw, _targets(), ANCHORS, HW, cfg, xy_scale=2.0)
+    loss, items = stacked_loss(raw, _targets(), ANCHORS, HW, cfg, xy_scale=2.0)
     loss.backward()
     assert torch.isfinite(items).all() and (items > 0).all()
     for r in raw:
         assert torch.isfinite(r.grad).all()
     raw = _raw(2, 3)
-    loss, items = yolo_loss(raw, torch.zeros(0, 6), ANCHORS, HW, cfg)
+    loss, items = stacked_loss(raw, torch.zeros(0, 6), ANCHORS, HW, cfg)
     loss.backward()
     assert items[0] == 0 and items[2] == 0 and items[1] > 0
     assert all(r.grad[..., :4].abs().sum() == 0 for r in raw)

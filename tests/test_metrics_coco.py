@@ -353,3 +353,23 @@ def test_recall_counts_match_searchsorted():
     for i, ni in enumerate(n):
         want = np.searchsorted(np.arange(ni + 1) / ni, r, side="left")
         assert (got[i] == want).all(), ni
+
+
+def test_precision_for_last_max_dets_only_keeps_the_stats():
+    # evaluate() skips the precision curves of max_dets 1 and 10 (stats never read them)
+    from detect.metrics.coco import accumulate, match
+
+    rng = np.random.default_rng(21)
+    for _ in range(10):
+        gt, res = random_case(rng)
+        if not res:
+            continue
+        g = coco_ground_truth(gt)
+        p = coco_results(res, g)
+        m = match(g, p)
+        full_p, full_r = accumulate(g, p, m)
+        part_p, part_r = accumulate(g, p, m, precision_for=(100,))
+        assert np.array_equal(full_p[..., -1], part_p[..., -1])
+        assert np.isnan(part_p[..., :-1]).all()
+        assert np.array_equal(full_r, part_r)
+        np.testing.assert_allclose(evaluate(g, p).coco_stats, reference(gt, res), atol=1e-12)

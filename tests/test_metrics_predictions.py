@@ -122,3 +122,25 @@ def test_fast_and_generic_json_paths_agree(tmp_path, monkeypatch):
     for a in ("image", "classes", "xywh", "scores"):
         assert np.array_equal(getattr(fast, a), getattr(slow, a))
     assert fast.xywh.tolist() == [r["bbox"] for r in res]  # float64, bit for bit
+
+
+def test_coco_gt_file_reader_equals_the_dict_reader(tmp_path):
+    # the typed msgspec path (masks skipped, missing `area` -> box area) and the generic one
+    gt = {
+        "images": [{"id": 3, "file_name": "a.jpg", "width": 10, "height": 20}, {"id": 1}],
+        "categories": [{"id": 5, "name": "x"}, {"id": 2}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 2, 3, 4],
+             "segmentation": [[0, 0, 1, 1, 2, 0]], "iscrowd": 1},
+            {"id": 2, "image_id": 3, "category_id": 5, "bbox": [0.5, 1.5, 2.25, 3], "area": 7.5},
+        ],
+    }  # fmt: skip
+    for doc in (gt, {**gt, "images": [{**gt["images"][0], "width": 1.5}, gt["images"][1]]}):
+        f = tmp_path / "gt.json"
+        f.write_text(json.dumps(doc))
+        a, b = read_coco_ground_truth(f), coco_ground_truth(doc)
+        assert a.names == b.names == ["x", "2"] and a.image_paths == b.image_paths
+        assert a.image_ids == b.image_ids == [3, 1] and a.category_ids == b.category_ids
+        for name in ("image", "classes", "xywh", "area", "iscrowd", "image_wh"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert read_coco_ground_truth(f).area.tolist() == [12.0, 7.5]

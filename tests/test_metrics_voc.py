@@ -127,3 +127,26 @@ def test_voc2007_ground_truth_as_predictions(voc2007):
     half = len(c0[::2]) / len(c0)
     assert r2.voc.ap[0] == pytest.approx(half)  # all-point: area = recall * 1
     assert r2.voc.ap[1:] == pytest.approx(np.ones(19))
+
+
+def test_reusing_the_coco_pairs_gives_the_same_aps():
+    # evaluate() hands VOC the COCO matcher's pairs (IoU >= 0.5 - 1e-9); the full pairing
+    # must give identical APs, IoU exactly 0.5 and crowd GT included
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_metrics_coco import random_case
+
+    from detect.metrics import coco_ground_truth, coco_results, evaluate
+
+    rng = np.random.default_rng(4)
+    for _ in range(25):
+        gt, res = random_case(rng, max_dets_per_image=int(rng.choice([40, 150])))
+        res += [{**r, "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][2], r["bbox"][3] / 2]}
+                for r in res[:5]]  # fmt: skip
+        g = coco_ground_truth(gt)
+        p = coco_results(res, g)
+        r = evaluate(g, p)
+        v = evaluate_voc(g, p)
+        assert np.array_equal(r.voc.ap07, v.ap07) and np.array_equal(r.voc.ap, v.ap)

@@ -209,7 +209,7 @@ def test_info_cli_on_weights_file(tmp_path):
     from typer.testing import CliRunner
 
     from detect.cli.main import app
-    from detect.weights import save_weights
+    from detect.models.weights_file import save_weights
 
     m = small_tiny(num_classes=2, names=["cat", "dog"], xy_scale=2.0)
     w = save_weights(tmp_path / "m.safetensors", m, {"training": {"epochs": 3, "map50": 0.5}})

@@ -19,10 +19,10 @@ from torch import nn
 
 from detect.data._common import make_record
 from detect.data.types import DatasetRecords
-from detect.draw import PALETTE_BGR, draw_detections, text_color
 from detect.errors import DetectError
-from detect.predict import PredictConfig, Predictor, predict_records, run_predict
-from detect.sources import expand_sources, iter_frames
+from detect.inference import PredictConfig, Predictor, predict_records, run_predict
+from detect.inference.draw import PALETTE_BGR, draw_detections, text_color
+from detect.inference.sources import expand_sources, iter_frames
 
 
 class FixedModel(nn.Module):

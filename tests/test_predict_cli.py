@@ -16,14 +16,16 @@ import pytest
 from test_predict import FixedModel
 from typer.testing import CliRunner
 
-import detect.predict
+import detect.inference.predictor
 from detect.cli.main import app
 
 
 @pytest.fixture
 def fake_model(monkeypatch):
     model = FixedModel([[10, 50, 110, 90, 1.0, 0.9, 0.1]], names=["cat", "dog"])
-    monkeypatch.setattr(detect.predict, "load_model", lambda w, device="cpu": (model, {}))
+    monkeypatch.setattr(
+        detect.inference.predictor, "load_model", lambda w, device="cpu": (model, {})
+    )
     return model
 
 

@@ -34,8 +34,8 @@ def synth_val(tmp_path_factory):
 
 def test_predict_records_with_shipped_weights(synth_val):
     from detect.data import load_dataset
+    from detect.inference import predict_records
     from detect.metrics import evaluate
-    from detect.predict import predict_records
 
     gt = load_dataset(synth_val / "data.yaml", split="val")
     dets = predict_records(gt, WEIGHTS, conf=0.001)

@@ -22,11 +22,10 @@ from detect.boxes import postprocess as torch_postprocess
 from detect.data.transforms import letterbox as torch_letterbox
 from detect.data.transforms import unletterbox_boxes as torch_unletterbox
 from detect.errors import DetectError
-from detect.models import ModelConfig, build_model
+from detect.models import ModelConfig, build_model, load_weights
 from detect.models.common import set_head_bias
 from detect.models.export import export_model
 from detect.resources import shapes_weights
-from detect.weights import load_weights
 
 IMGSZ = 96
 

@@ -9,14 +9,14 @@ import torch
 import torchvision
 
 from detect.errors import DetectError
-from detect.models.window import build_window_model, to_conv
-from detect.sliding import (
+from detect.inference.sliding import (
     WindowStats,
     conv_sliding_scores,
     detect_windows,
     parse_scales,
     sliding_scores,
 )
+from detect.models.window import build_window_model, to_conv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,9 +159,10 @@ def test_bad_arguments_raise_detect_error() -> None:
 
 def test_bench_methods_sliding_and_conv_sliding_agree(tmp_path) -> None:
     from detect.data import load_dataset
-    from detect.sliding import bench_methods, count_windows
+    from detect.inference import bench_methods
+    from detect.inference.sliding import count_windows
+    from detect.models.weights_file import save_weights
     from detect.synth import SynthConfig, make_synth
-    from detect.weights import save_weights
 
     make_synth(tmp_path / "d", SynthConfig(train=1, val=3, size=96, seed=2, min_scale=0.3))
     records = load_dataset(tmp_path / "d" / "data.yaml", "val")
@@ -182,8 +183,8 @@ def test_detect_bench_cli_table_and_plot(tmp_path) -> None:
     import sys
 
     from detect.models import ModelConfig, build_model
+    from detect.models.weights_file import save_weights
     from detect.synth import CLASS_NAMES, SynthConfig, make_synth
-    from detect.weights import save_weights
 
     make_synth(tmp_path / "d", SynthConfig(train=1, val=2, size=96, seed=2, min_scale=0.3))
     yolo = save_weights(
@@ -207,11 +208,12 @@ def test_detect_bench_cli_table_and_plot(tmp_path) -> None:
 
 def test_shipped_window_weights_find_fresh_synth_objects(tmp_path) -> None:
     from detect.data import load_dataset, read_image
+    from detect.inference import predict_records
+    from detect.inference.sliding import to_tensor
     from detect.metrics.evaluate import evaluate
+    from detect.models.weights_file import load_weights
     from detect.resources import data_dir
-    from detect.sliding import predict_records_windows, to_tensor
     from detect.synth import SynthConfig, make_synth
-    from detect.weights import load_weights
 
     path = data_dir("weights") / "shapes-window.safetensors"
     if not path.is_file():
@@ -219,8 +221,11 @@ def test_shipped_window_weights_find_fresh_synth_objects(tmp_path) -> None:
     model, _ = load_weights(path)
     make_synth(tmp_path / "d", SynthConfig(train=1, val=8, seed=4243))  # unseen images
     records = load_dataset(tmp_path / "d" / "data.yaml", "val")
-    dets, stats = predict_records_windows(records, model, "conv-sliding")
-    assert stats.images == 8 and stats.windows == 8 * count_windows_320()
+    stats = WindowStats()
+    for im in records.images:
+        detect_windows(model, read_image(im.path), "conv-sliding", stats=stats)
+    assert stats.windows == 8 * count_windows_320()
+    dets = predict_records(records, model, method="conv-sliding")
     assert evaluate(records, dets).map50 > 0.15  # 0.38 when shipped; val 0.30 on 200 images
     # trained weights, real pixels: conv-sliding still equals cropping (64 px windows)
     img = to_tensor(resize_half(read_image(records.images[0].path)))
@@ -231,12 +236,12 @@ def test_shipped_window_weights_find_fresh_synth_objects(tmp_path) -> None:
 
 
 def count_windows_320() -> int:
-    from detect.sliding import DEFAULT_SCALES, count_windows
+    from detect.inference.sliding import DEFAULT_SCALES, count_windows
 
     return count_windows(320, 320, 32, DEFAULT_SCALES, 4)
 
 
 def resize_half(img: np.ndarray) -> np.ndarray:
-    from detect.sliding import resize_for_scale
+    from detect.inference.sliding import resize_for_scale
 
     return resize_for_scale(img, 64, 32)

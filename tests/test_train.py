@@ -17,16 +17,10 @@ import torch
 from detect.data._common import make_record
 from detect.data.augment import AugmentConfig, AugmentedDataset, augment_hsv, flip_boxes_lr
 from detect.data.types import DatasetRecords
+from detect.engine import Hook, Stop, TrainConfig, train
+from detect.engine.optim import EpochSampler, lr_factor
+from detect.engine.state import load_resume_state, rng_state, set_rng_state
 from detect.errors import DetectError
-from detect.train import (
-    EpochSampler,
-    TrainConfig,
-    load_resume_state,
-    lr_factor,
-    rng_state,
-    set_rng_state,
-    train,
-)
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (255, 255, 255), (0, 255, 255), (255, 0, 255)]
@@ -155,7 +149,22 @@ def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
         data=str(data), epochs=2, imgsz=64, batch=8, workers=0, width=0.25, out=str(out),
         anchors="auto", warmup_min_iters=2,
     )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.create(**{**base, **kw})
+
+
+def _resume(run_dir: Path) -> TrainConfig:
+    return TrainConfig.create(resume=str(run_dir), workers=0)
+
+
+class StopAfter(Hook):
+    """Asks the trainer to stop (as Ctrl-C does) after `steps` steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def after_step(self) -> None:
+        if self.trainer.iteration >= self.steps:
+            self.trainer.request_stop(Stop.interrupted)
 
 
 def _csv(path: Path) -> list[dict]:
@@ -170,10 +179,10 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_train_files_and_exact_resume_mid_epoch(synth_data, tmp_path):
-    from detect.weights import load_weights
+    from detect.models.weights_file import load_weights
 
     events = []
-    a = train(_cfg(synth_data, tmp_path / "a"), lambda e, info: events.append(e))
+    a = train(_cfg(synth_data, tmp_path / "a"), lambda e: events.append(type(e).__name__))
     run = a.run_dir
     assert a.stopped == "epochs" and a.epochs == 2
     for f in ("args.json", "results.csv", "results.png", "resume.safetensors"):
@@ -187,19 +196,15 @@ def test_train_files_and_exact_resume_mid_epoch(synth_data, tmp_path):
     model, meta = load_weights(run / "weights" / "best.safetensors")
     assert meta["training"]["val_map"] == pytest.approx(a.map)
     assert meta["anchors"] == args["model"]["anchors"] != [[]]
-    assert {"start", "epoch", "batch", "val_start", "val", "epoch_end", "end"} <= set(events)
+    kinds = {"RunStart", "EpochStart", "StepEnd", "ValStart", "ValEnd", "EpochEnd", "RunEnd"}
+    assert kinds <= set(events)
 
-    # Same run, interrupted after the first batch (Ctrl-C), then resumed: identical weights.
-    def stop_once(event, info, fired=[]):  # noqa: B006 (state across calls on purpose)
-        if event == "batch" and not fired:
-            fired.append(1)
-            raise KeyboardInterrupt
-
-    b = train(_cfg(synth_data, tmp_path / "b"), stop_once)
+    # Same run, interrupted after the first batch (as Ctrl-C), then resumed: identical weights.
+    b = train(_cfg(synth_data, tmp_path / "b"), extra_hooks=[StopAfter(1)])
     assert b.stopped == "interrupted"
     state, _ = load_resume_state(b.run_dir / "resume.safetensors")
     assert (state["epoch"], state["batch_start"]) == (0, 1)
-    b2 = train(TrainConfig(resume=str(b.run_dir), workers=0))
+    b2 = train(_resume(b.run_dir))
     assert b2.run_dir == b.run_dir and b2.epochs == 2 and b2.stopped == "epochs"
     ta, tb = (
         _tensors(run / "weights/last.safetensors"),
@@ -212,24 +217,23 @@ def test_train_files_and_exact_resume_mid_epoch(synth_data, tmp_path):
     assert [r["val_map"] for r in rows_b] == [r["val_map"] for r in rows]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_data, tmp_path, monkeypatch):
-    import detect.loss
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_data, tmp_path):
+    from detect.losses import DetectionLoss
 
-    real = detect.loss.yolo_loss
+    real = DetectionLoss()
     calls = []
 
-    def nan_later(*args, **kw):
-        loss, items = real(*args, **kw)
+    def nan_later(*args):
+        loss, terms = real(*args)
         calls.append(1)
-        return (loss * float("nan") if len(calls) > 2 else loss), items  # epoch 2 goes bad
+        return (loss * float("nan") if len(calls) > 2 else loss), terms  # epoch 2 goes bad
 
-    monkeypatch.setattr(detect.loss, "yolo_loss", nan_later)
     with pytest.raises(DetectError, match="loss became nan at epoch 2"):
-        train(_cfg(synth_data, tmp_path / "n", anchors=None))
+        train(_cfg(synth_data, tmp_path / "n", anchors=None), loss=nan_later)
     run = tmp_path / "n"
     state, _ = load_resume_state(run / "resume.safetensors")
     assert state["epoch"] == 1  # the good epoch-1 checkpoint is intact
-    from detect.weights import load_weights
+    from detect.models.weights_file import load_weights
 
     load_weights(run / "weights" / "last.safetensors")
 
@@ -250,14 +254,14 @@ def test_bad_options_are_one_line_errors(synth_data, tmp_path):
     with pytest.raises(DetectError, match="assigner 'atss'"):
         train(_cfg(synth_data, tmp_path / "x", assigner="atss"))
     with pytest.raises(DetectError, match="not a training run folder"):
-        train(TrainConfig(resume=str(tmp_path)))
+        train(_resume(tmp_path))
 
 
 def test_config_assigner_default_and_old_runs():
-    assert TrainConfig().assigner == "tal"
+    assert TrainConfig().task.assigner == "tal"
     # args.json of a run saved before the setting existed: it trained with the YOLOv2 rule
-    assert TrainConfig.from_dict({"data": "d.yaml"}).assigner == "yolov2"
-    assert TrainConfig.from_dict({"data": "d.yaml", "assigner": "tal"}).assigner == "tal"
+    assert TrainConfig.from_dict({"data": "d.yaml"}).task.assigner == "yolov2"
+    assert TrainConfig.from_dict({"data": "d.yaml", "assigner": "tal"}).task.assigner == "tal"
 
 
 def test_ddp_two_cpu_processes(synth_data, tmp_path):
@@ -280,16 +284,16 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
 
 
 def test_xy_scale_default_explicit_and_inherited_from_weights(tmp_path):
-    from detect.models import ModelConfig, build_model
-    from detect.train import TrainConfig, _xy_scale_for
-    from detect.weights import save_weights
+    from detect.engine.tasks.detector import xy_scale_for
+    from detect.models import ModelConfig, build_model, save_weights
+    from detect.settings import DetectorConfig
 
-    assert _xy_scale_for(TrainConfig()) == 2.0  # tiny: three positive cells per box
-    assert _xy_scale_for(TrainConfig(model="yolov2")) == 1.0  # the exact YOLOv2 decode
-    assert _xy_scale_for(TrainConfig(xy_scale=1.5)) == 1.5
+    assert xy_scale_for(DetectorConfig(), None) == 2.0  # tiny: three positive cells per box
+    assert xy_scale_for(DetectorConfig(model="yolov2"), None) == 1.0  # the exact YOLOv2 decode
+    assert xy_scale_for(DetectorConfig(xy_scale=1.5), None) == 1.5
     old = build_model(ModelConfig(num_classes=2, width=0.25))  # xy_scale 1 (pre-stretch files)
     w = save_weights(tmp_path / "old.safetensors", old)
-    assert _xy_scale_for(TrainConfig(weights=str(w))) == 1.0  # fine-tuning keeps its decode
+    assert xy_scale_for(DetectorConfig(), str(w)) == 1.0  # fine-tuning keeps its decode
 
 
 def test_ram_cache_gives_the_same_samples(tmp_path):

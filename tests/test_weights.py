@@ -12,7 +12,7 @@ from safetensors.torch import save, save_file
 
 from detect.errors import DetectError
 from detect.models import ModelConfig, build_model
-from detect.weights import init_from, load_weights, read_metadata, save_weights
+from detect.models.weights_file import init_from, load_weights, read_metadata, save_weights
 
 
 @pytest.fixture()

@@ -92,7 +92,7 @@ def test_config_round_trip_and_validation() -> None:
 
 
 def test_weights_round_trip_gives_the_window_model_back(tmp_path) -> None:
-    from detect.weights import load_weights, save_weights
+    from detect.models.weights_file import load_weights, save_weights
 
     model = _random_model(seed=2, names=["x", "y", "z"])
     path = save_weights(tmp_path / "w.safetensors", model, {"training": {"epochs": 1}})
@@ -109,7 +109,7 @@ def test_sampled_squares_positives_and_clean_negatives() -> None:
     import numpy as np
     import torchvision
 
-    from detect.train_window import NEG_IOU, sample_crops, sample_squares
+    from detect.engine.tasks.window import NEG_IOU, sample_crops, sample_squares
 
     boxes = np.array([[10, 20, 50, 40], [100, 60, 130, 110], [60, 5, 70, 95]], np.float32)
     classes = np.array([2, 0, 1])
@@ -132,20 +132,19 @@ def test_sampled_squares_positives_and_clean_negatives() -> None:
     assert crops.shape == (len(sq), 32, 32, 3) and labels.tolist() == sq[:, 3].tolist()
 
 
-def test_train_window_writes_a_run_folder(tmp_path) -> None:
+def test_window_task_writes_a_run_folder(tmp_path) -> None:
+    from detect.engine import TrainConfig, train
+    from detect.models import load_weights
     from detect.synth import SynthConfig, make_synth
-    from detect.train import TrainConfig
-    from detect.train_window import train_window
-    from detect.weights import load_weights
 
     data = tmp_path / "shapes"
     make_synth(data, SynthConfig(train=6, val=2, size=96, seed=3, max_objects=3, min_scale=0.3))
     events: list[str] = []
-    cfg = TrainConfig(
+    cfg = TrainConfig.create(
         data=str(data / "data.yaml"), model="window", epochs=2, batch=32, device="cpu",
         out=str(tmp_path / "runs" / "w"), imgsz=24,
     )  # fmt: skip
-    res = train_window(cfg, lambda event, info: events.append(event))
+    res = train(cfg, lambda event: events.append(type(event).__name__))
     assert res.epochs == 2 and res.stopped == "epochs"
     for name in ("weights/best.safetensors", "weights/last.safetensors", "results.csv",
                  "args.json", "results.png"):  # fmt: skip
@@ -155,4 +154,5 @@ def test_train_window_writes_a_run_folder(tmp_path) -> None:
     model, meta = load_weights(res.last)
     assert isinstance(model, WindowClassifier) and model.cfg.imgsz == 24
     assert model.cfg.names == meta["names"] and len(model.cfg.names) == 6
-    assert events[:2] == ["data", "start"] and events[-1] == "end" and "epoch_end" in events
+    assert events[:2] == ["DataRead", "RunStart"] and events[-1] == "RunEnd"
+    assert "EpochEnd" in events

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import numpy as np
     from rich.console import Console
 
-    from detect.anchors import AnchorResult
+    from detect.anchor_boxes import AnchorResult
 
 
 class AnchorFrame(StrEnum):
@@ -91,7 +91,7 @@ def command(
     a darknet anchors= line), the average IoU, the best possible recall and anchors per box."""
     from rich.progress import Progress
 
-    from detect import anchors as A
+    from detect import anchor_boxes as A
     from detect.data import load_dataset
     from detect.errors import DetectError
 

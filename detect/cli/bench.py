@@ -81,8 +81,9 @@ def command(
     from rich.table import Table
 
     from detect.data import load_dataset
+    from detect.inference import bench_methods
+    from detect.inference.sliding import DEFAULT_SCALES, parse_scales
     from detect.resources import data_dir, shapes_weights
-    from detect.sliding import DEFAULT_SCALES, bench_methods, parse_scales
 
     weights = weights or str(shapes_weights())
     window_weights = window_weights or str(data_dir("weights") / "shapes-window.safetensors")

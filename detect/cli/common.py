@@ -1,6 +1,8 @@
 """Pieces every command shares: the console, option types, and output helpers.
 
-Nothing here imports torch: commands import heavy modules inside their bodies.
+Nothing here imports torch: commands import heavy modules inside their bodies. The rich consoles
+are made on first use (`console`: human output, tables, summaries; `err_console`: stderr), so a
+command that prints plain text (evaluate) never imports rich.
 """
 
 from __future__ import annotations
@@ -8,10 +10,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()  # human output: tables, summaries
-err_console = Console(stderr=True)
+
+def __getattr__(name: str):
+    if name in ("console", "err_console"):
+        from rich.console import Console
+
+        globals()["console"] = Console()
+        globals()["err_console"] = Console(stderr=True)
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Shared options (contract: "Shared options where they apply").
 Device = Annotated[
@@ -77,9 +86,10 @@ def print_report(
             continue
         level = "error" if kind in errors else level
         style = {"error": "red", "warning": "yellow"}.get(level, "dim")
-        say = err_console.print
+        say = __getattr__("err_console").print  # (made on first use)
         where = f" in split '{split}'" if split else ""
-        say(f"[{style}]{level}: {len(entries)} {what}{where}[/]", highlight=False, soft_wrap=True)
+        head = f"[{style}]{level}: {len(entries)} {what}{where}[/]"
+        say(head, highlight=False, soft_wrap=True)
         for msg in entries[:shown]:
             say(f"  {msg}", markup=False, highlight=False, soft_wrap=True)
         if shown is not None and len(entries) > shown:

@@ -38,8 +38,8 @@ def command(
     from pathlib import Path
 
     from detect.errors import DetectError
+    from detect.models import load_weights
     from detect.models.export import FORMATS, default_output, export_model
-    from detect.weights import load_weights
 
     if format not in FORMATS:
         raise DetectError(f"unknown export format {format!r} (expected {', '.join(FORMATS)})")

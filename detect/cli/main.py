@@ -18,15 +18,6 @@ COMMANDS = [
     "info",
 ]  # fmt: skip
 
-app = typer.Typer(
-    name="detect",
-    help="YOLO-style object detection: predict, train, anchors, evaluate, benchmark.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -34,7 +25,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
@@ -43,9 +33,29 @@ def _root(
     """YOLO-style object detection from the terminal."""
 
 
-for _name in COMMANDS:
-    _module = importlib.import_module(f"detect.cli.{_name}")
-    app.command(_name)(_module.command)
+def make_app(names: list[str] = COMMANDS) -> typer.Typer:
+    """The Typer app with the commands `names` (each module's `command`; its docstring is the
+    help). `run` registers only the command being run, so its module and what it imports are
+    all that loads (`detect evaluate` starts without rich or the other commands)."""
+    app = typer.Typer(
+        name="detect",
+        help="YOLO-style object detection: predict, train, anchors, evaluate, benchmark.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name in names:
+        app.command(name)(importlib.import_module(f"detect.cli.{name}").command)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # the full app, for tests and embedding (typer.testing.CliRunner)
+        globals()["app"] = make_app()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def error_line(e: DetectError) -> str:
@@ -70,6 +80,11 @@ def run() -> None:
     # (measured: 10x slower inference, 4-6x slower training steps; bench/README.md). An explicit
     # setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # FFmpeg's own log lines ("moov atom not found", once per open attempt) would only repeat
+    # the one line `detect` prints for a file it cannot read; OpenCV reads this at first use.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    argv = sys.argv[1:]
+    app = make_app([argv[0]] if argv and argv[0] in COMMANDS else COMMANDS)
     try:
         app()
     except DetectError as e:

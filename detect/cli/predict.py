@@ -7,6 +7,9 @@ from typing import Annotated
 import typer
 
 from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console
+from detect.settings import Method, PredictConfig
+
+P = PredictConfig  # the defaults below are its
 
 
 def command(
@@ -26,12 +29,12 @@ def command(
         int | None,
         typer.Option("--imgsz", help="Input size, multiple of 32 (default: the weights' size)."),
     ] = None,
-    conf: Annotated[float, typer.Option("--conf", help="Confidence threshold.")] = 0.25,
-    iou: Iou = 0.45,
-    max_det: MaxDet = 300,
+    conf: Annotated[float, typer.Option("--conf", help="Confidence threshold.")] = P.conf,
+    iou: Iou = P.iou,
+    max_det: MaxDet = P.max_det,
     classes: Classes = None,
     device: Device = "auto",
-    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = 8,
+    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = P.batch,
     out: Annotated[
         str, typer.Option("--out", help="Run folder (never overwritten: runs/predict-2, ...).")
     ] = "runs/predict",
@@ -54,11 +57,9 @@ def command(
         ),
     ] = 1,
     method: Annotated[
-        str,
-        typer.Option(
-            "--method", help="yolo | sliding | conv-sliding (the last two: window classifier)."
-        ),
-    ] = "yolo",
+        Method,
+        typer.Option("--method", help="The last two run a window classifier (--weights)."),
+    ] = Method(P.method),
     scales: Annotated[
         str | None,
         typer.Option("--scales", help="sliding: window sizes in pixels, e.g. '32,48,64'."),
@@ -74,7 +75,7 @@ def command(
     import sys
 
     from detect.cli.common import default_weights
-    from detect.predict import PredictConfig, run_predict
+    from detect.inference import run_predict
 
     cfg = PredictConfig(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=classes, batch=batch,

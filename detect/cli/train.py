@@ -6,11 +6,23 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from detect.cli.common import Device, ImgSz, Seed, Strict, Verbose, console
+from detect.cli.common import Device, Seed, Strict, Verbose, console
+from detect.settings import (
+    Assigner,
+    Cache,
+    DetectorConfig,
+    Model,
+    Optimizer,
+    RunConfig,
+    TrainConfig,
+    WindowTrainConfig,
+)
+
+R, D, W = RunConfig, DetectorConfig, WindowTrainConfig  # the defaults below are theirs
 
 
 def command(
@@ -19,87 +31,112 @@ def command(
         typer.Argument(help="Data set: ultralytics YAML, COCO JSON or VOC folder."),
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", help="tiny | yolov2 | window (the sliding-window classifier).")
-    ] = "tiny",
+        Model,
+        typer.Option("--model", help="A detector, or window (the sliding-window classifier)."),
+    ] = Model(D.model),
     epochs: Annotated[
         int | None,
-        typer.Option("--epochs", help="Epochs (default 100; unlimited when --time is given)."),
-    ] = None,
+        typer.Option(
+            "--epochs",
+            help=f"Epochs (default {D.default_epochs}, window {W.default_epochs}; unlimited "
+            "when --time is given).",
+        ),
+    ] = R.epochs,
     time: Annotated[
         float | None,
         typer.Option("--time", help="Wall-clock budget in minutes; the LR cosine ends with it."),
-    ] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Images per step (per process).")] = 8,
-    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 2,
+    ] = R.time,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Images per step (per process; window: crops).")
+    ] = D.batch,
+    workers: Annotated[
+        int, typer.Option("--workers", help="DataLoader worker processes.")
+    ] = D.workers,
     lr: Annotated[
         float | None,
         typer.Option("--lr", help="Peak learning rate (default 0.001 AdamW, 0.01 SGD)."),
-    ] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw | sgd.")] = "adamw",
+    ] = R.lr,
+    optimizer: Annotated[Optimizer, typer.Option("--optimizer")] = Optimizer(R.optimizer),
     patience: Annotated[
         int, typer.Option("--patience", help="Stop after N validations without improvement.")
-    ] = 50,
-    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N epochs.")] = 1,
-    imgsz: ImgSz = 320,
+    ] = R.patience,
+    val_every: Annotated[
+        int, typer.Option("--val-every", help="Validate every N epochs.")
+    ] = R.val_every,
+    imgsz: Annotated[
+        int | None,
+        typer.Option(
+            "--imgsz",
+            help=f"Input size in pixels, multiple of 32 (default {D.imgsz}); for --model window "
+            f"the window side (default {W.window}).",
+        ),
+    ] = None,
     train_split: Annotated[
         str,
         typer.Option("--train-split", help="Split to train on (VOC: a list in ImageSets/Main)."),
-    ] = "train",
+    ] = R.train_split,
     val_split: Annotated[
         str, typer.Option("--val-split", help="Split to validate on (VOC: e.g. val or test).")
-    ] = "val",
+    ] = R.val_split,
     multi_scale: Annotated[
         bool, typer.Option("--multi-scale", help="Random input size 0.5-1.5 x imgsz per batch.")
-    ] = False,
+    ] = D.multi_scale,
     cache: Annotated[
-        str | None,
+        Cache | None,
         typer.Option("--cache", help="ram: decode and resize each training image once."),
-    ] = None,
-    seed: Seed = 0,
-    strict: Strict = False,
+    ] = D.cache,
+    seed: Seed = R.seed,
+    strict: Strict = R.strict,
     verbose: Verbose = False,
-    device: Device = "auto",
+    device: Device = R.device,
     anchors: Annotated[
         str | None,
         typer.Option(
             "--anchors", help="Anchors JSON file, or 'auto' (k-means on the train boxes)."
         ),
-    ] = None,
+    ] = D.anchors,
     weights: Annotated[
         str | None, typer.Option("--weights", help="Start from these weights (fine-tune).")
-    ] = None,
+    ] = R.weights,
     assigner: Annotated[
-        str,
+        Assigner,
         typer.Option(
-            "--assigner",
-            help="Target assignment: tal (task-aligned, YOLOv8's) | yolov2 (by anchor shape).",
+            "--assigner", help="Target assignment: tal (task-aligned, YOLOv8's) or yolov2."
         ),
-    ] = "tal",
+    ] = Assigner(D.assigner),
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this run folder.")
     ] = None,
-    out: Annotated[
-        str, typer.Option("--out", help="Run folder (never overwritten).")
-    ] = "runs/train",
+    out: Annotated[str, typer.Option("--out", help="Run folder (never overwritten).")] = R.out,
     name: Annotated[
         str | None, typer.Option("--name", help="Run folder name (beside --out's folder).")
-    ] = None,
+    ] = R.name,
 ) -> None:
     """Train a detector on DATA into a run folder (weights, results.csv, args.json, curves)."""
     from detect.errors import DetectError
 
     if data is None and resume is None:
         raise DetectError("give DATA (a data set) or --resume RUN_DIR")
-    from detect.train import TrainConfig, train
+    from detect.engine import train
 
-    cfg = TrainConfig(
-        data=data or "", model=model, epochs=epochs, time=time, batch=batch, workers=workers,
-        lr=lr, optimizer=optimizer, patience=patience, val_every=val_every, imgsz=imgsz,
-        multi_scale=multi_scale, cache=cache, strict=strict, seed=seed, device=device,
-        anchors=anchors, weights=weights, assigner=assigner, train_split=train_split,
-        val_split=val_split, resume=str(resume) if resume else None, out=out, name=name,
-        command=shlex.join(["detect", *sys.argv[1:]]),
+    run = dict(
+        data=data or "", epochs=epochs, time=time, lr=lr, optimizer=optimizer.value,
+        patience=patience, val_every=val_every, seed=seed, strict=strict, device=device,
+        weights=weights, train_split=train_split, val_split=val_split, out=out, name=name,
+        resume=str(resume) if resume else None, command=shlex.join(["detect", *sys.argv[1:]]),
     )  # fmt: skip
+    if model == Model.window:
+        given = [o for o, v in (("--anchors", anchors), ("--cache", cache),
+                                ("--multi-scale", multi_scale)) if v]  # fmt: skip
+        if given:
+            raise DetectError(f"{', '.join(given)}: detector options, not for --model window")
+        task = dict(batch=batch, **({"imgsz": imgsz} if imgsz is not None else {}))
+    else:
+        task = dict(
+            batch=batch, workers=workers, imgsz=imgsz or D.imgsz, multi_scale=multi_scale,
+            cache=cache.value if cache else None, anchors=anchors, assigner=assigner.value,
+        )  # fmt: skip
+    cfg = TrainConfig.create(model.value, **run, **task)
     show = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     with _Progress(show, verbose) as progress:
         result = train(cfg, progress.callback)
@@ -148,62 +185,63 @@ class _Progress:
         if self.show:
             self.bar.__exit__(*exc)
 
-    def callback(self, event: str, info: dict) -> None:
+    def callback(self, event: Any) -> None:
+        """Show one detect.engine.events event."""
+        from detect.cli.common import print_report
+        from detect.engine import events as E
+
         if not self.show:
             return
         bar = self.bar
-        if event == "start":
-            where = f"{info['device']}" + (f" x{info['world']}" if info["world"] > 1 else "")
-            budget = f"{info['time']} min" if info["time"] else f"{info['epochs'] or 100} epochs"
-            resumed = (
-                ""
-                if info["resumed_epoch"] is None
-                else f", resumed at epoch {info['resumed_epoch'] + 1}"
-            )
-            console.print(
-                f"training on {info['train_images']} images (val {info['val_images']}), "
-                f"{budget}, {where}{resumed} -> {info['run_dir']}"
-            )
-        elif event == "data":
-            from detect.cli.common import print_report
-
-            for split in ("train", "val"):
-                print_report(info[f"{split}_report"], verbose=self.verbose, split=split,
-                             saved="data-report.txt in the run")  # fmt: skip
-        elif event == "cache":
-            if self.task is None:
-                self.task = bar.add_task("caching images", total=info["total"], info="")
-            bar.update(self.task, completed=info["done"])
-            if info["done"] == info["total"]:
-                bar.remove_task(self.task)
-                self.task = None
-        elif event == "epoch":
-            if self.task is not None:
-                bar.remove_task(self.task)
-            self.task = bar.add_task(
-                f"epoch {info['epoch'] + 1}",
-                total=info["batches"],
-                completed=info["start"],
-                info="",
-            )
-        elif event == "batch":
-            text = (
-                f"box {info['box']:.4f} obj {info['obj']:.4f} cls {info['cls']:.4f} "
-                f"{info['images_per_s']:.1f} img/s"
-            )
-            bar.update(self.task, completed=info["batch"], info=text)
-        elif event == "val_start":
-            bar.update(self.task, description="validating", info="")
-        elif event == "val_batch":
-            bar.update(self.task, completed=info["done"], total=info["total"])
-        elif event == "epoch_end":
-            val = (
-                f"val mAP50 {info['val_map50']:.4f} mAP50-95 {info['val_map']:.4f}"
-                if info["val_map"] != ""
-                else "not validated"
-            )
-            star = " *" if info["best"] and info["val_map"] != "" else ""
-            console.print(
-                f"epoch {info['epoch']}: box {info['box_loss']:.4f} obj {info['obj_loss']:.4f} "
-                f"cls {info['cls_loss']:.4f}  {val}{star}  ({info['seconds']:.0f} s)"
-            )
+        match event:
+            case E.RunStart():
+                where = f"{event.device}" + (f" x{event.world}" if event.world > 1 else "")
+                budget = f"{event.time} min" if event.time else f"{event.epochs or 100} epochs"
+                resumed = (
+                    ""
+                    if event.resumed_epoch is None
+                    else f", resumed at epoch {event.resumed_epoch + 1}"
+                )
+                console.print(
+                    f"training on {event.train_images} images (val {event.val_images}), "
+                    f"{budget}, {where}{resumed} -> {event.run_dir}"
+                )
+            case E.DataRead():
+                for split, report in (("train", event.train_report), ("val", event.val_report)):
+                    print_report(report, verbose=self.verbose, split=split,
+                                 saved="data-report.txt in the run")  # fmt: skip
+            case E.CacheProgress():
+                if self.task is None:
+                    self.task = bar.add_task("caching images", total=event.total, info="")
+                bar.update(self.task, completed=event.done)
+                if event.done == event.total:
+                    bar.remove_task(self.task)
+                    self.task = None
+            case E.EpochStart():
+                if self.task is not None:
+                    bar.remove_task(self.task)
+                self.task = bar.add_task(
+                    f"epoch {event.epoch + 1}", total=event.batches, completed=event.start, info=""
+                )
+            case E.StepEnd():
+                terms = " ".join(
+                    f"{k} {event.terms.get(k, 0.0):.4f}" for k in ("box", "obj", "cls")
+                )
+                bar.update(self.task, completed=event.batch,
+                           info=f"{terms} {event.images_per_s:.1f} img/s")  # fmt: skip
+            case E.ValStart():
+                bar.update(self.task, description="validating", info="")
+            case E.ValProgress():
+                bar.update(self.task, completed=event.done, total=event.total)
+            case E.EpochEnd():
+                r = event.row
+                val = (
+                    f"val mAP50 {r['val_map50']:.4f} mAP50-95 {r['val_map']:.4f}"
+                    if r["val_map"] != ""
+                    else "not validated"
+                )
+                star = " *" if event.best and r["val_map"] != "" else ""
+                console.print(
+                    f"epoch {r['epoch']}: box {r['box_loss']:.4f} obj {r['obj_loss']:.4f} "
+                    f"cls {r['cls_loss']:.4f}  {val}{star}  ({r['seconds']:.0f} s)"
+                )

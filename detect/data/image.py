@@ -23,6 +23,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Raises DetectError naming the file when it is missing, unreadable or not an image.
     """
+    # The one deferred import of the library: OpenCV takes ~0.2 s to load, and the readers of
+    # this package serve `detect evaluate` and `detect anchors`, which never decode pixels.
     import cv2
 
     path = Path(path)

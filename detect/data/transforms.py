@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
 PAD_VALUE = 114  # the grey ultralytics and darknet pad with
@@ -19,8 +20,6 @@ def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int,
     Returns `(out ndarray[size, size, 3], scale, (padx, pady))`; the pads are whole pixels (the
     left / top borders), so the mapping is exactly `p * scale + pad` up to the resize rounding.
     """
-    import cv2
-
     h, w = img.shape[:2]
     scale = min(size / h, size / w)
     nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
@@ -66,10 +65,8 @@ def _is_tensor(x: Any) -> bool:
 
 def _offset(boxes: Any, pad: tuple[float, float]) -> Any:
     px, py = pad
-    if _is_tensor(boxes):
-        import torch
-
-        dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
-        return torch.tensor([px, py, px, py], dtype=dtype, device=boxes.device)
+    if _is_tensor(boxes):  # a tensor makes its own (this module does not import torch)
+        ref = boxes if boxes.is_floating_point() else boxes.float()
+        return ref.new_tensor([px, py, px, py])
     dtype = boxes.dtype if np.issubdtype(boxes.dtype, np.floating) else np.float64
     return np.array([px, py, px, py], dtype=dtype)

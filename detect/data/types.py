@@ -6,6 +6,7 @@ Boxes are `(x1, y1, x2, y2)` in pixels of the original image, float32 (the canon
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,4 +147,20 @@ class Detections:
             np.zeros((0, 4), np.float32),
             np.zeros(0, np.float32),
             np.zeros(0, np.int64),
+        )
+
+    @classmethod
+    def from_images(cls, parts: Iterable[tuple[int, np.ndarray]]) -> Detections:
+        """The one place detections are assembled: `(image index, ndarray[K, 6])` pairs, rows
+        (x1, y1, x2, y2, score, class) as a predictor returns them, in any order of images."""
+        parts = [(i, np.asarray(d, np.float32).reshape(-1, 6)) for i, d in parts]
+        parts = [(i, d) for i, d in parts if len(d)]
+        if not parts:
+            return cls.empty()
+        d = np.concatenate([d for _, d in parts])  # [D,6]
+        return cls(
+            image=np.concatenate([np.full(len(d), i, np.int64) for i, d in parts]),
+            boxes=np.ascontiguousarray(d[:, :4]),
+            scores=np.ascontiguousarray(d[:, 4]),
+            classes=d[:, 5].astype(np.int64),
         )

@@ -132,7 +132,7 @@ def _read_split(root: Path, split: str) -> list[str]:
         shown = ", ".join(avail) if avail else "none"
         raise DetectError(f"{f}: no such split list (available in {lists}: {shown})")
     try:
-        text = f.read_text(encoding="utf-8", errors="replace")
+        text = f.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise DetectError(f"{f}: cannot read ({e.strerror or e})") from None
     # A line is "id" (or "id  1" in per-class lists): the first token is the id.
@@ -141,7 +141,7 @@ def _read_split(root: Path, split: str) -> list[str]:
 
 def _read_names(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise DetectError(f"{path}: cannot read ({e.strerror or e})") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]

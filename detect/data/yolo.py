@@ -18,9 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from detect.data._common import make_record, relative_paths, unique_ids
+from detect.data.coco import read_coco
 from detect.data.image import IMAGE_SUFFIXES, image_size
 from detect.data.types import DatasetRecords, ImageRecord, ReadReport
+from detect.data.voc import read_voc
 from detect.errors import DetectError
 
 SPLITS = ("train", "val", "test")
@@ -29,8 +33,6 @@ NOT_SPLITS = ("path", "names", "nc", "download", "yaml_file")
 
 def read_yolo(path: Path, split: str, report: ReadReport) -> DatasetRecords:
     """Read split `split` (a key of the YAML) of an ultralytics data set."""
-    import yaml
-
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeError) as e:
@@ -86,9 +88,6 @@ def _linked_split(
     `{coco: instances_val.json, images: val2017}`) or a list of a VOC folder (`{voc: VOC2007,
     split: test}`), so a YAML can name separate train and val sets of those formats. Paths are
     relative to the YAML's `path`. The YAML's `names`, if given, must be the set's."""
-    from detect.data.coco import read_coco
-    from detect.data.voc import read_voc
-
     spec = {"coco": entry} if isinstance(entry, str) else entry
     known = {"coco", "images", "voc", "split"}
     if set(spec) - known or ("coco" in spec) == ("voc" in spec):
@@ -191,7 +190,7 @@ def _scan(folder: Path) -> list[Path]:
 
 def _list_file(txt: Path) -> list[Path]:
     try:
-        text = txt.read_text(encoding="utf-8", errors="replace")
+        text = txt.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as e:
         raise DetectError(f"{txt}: cannot read ({e.strerror or e})") from None
     out = []
@@ -221,7 +220,7 @@ def _read_labels(
     rows: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
     try:
-        text = lab.read_text(encoding="utf-8", errors="replace")
+        text = lab.read_text(encoding="utf-8-sig", errors="replace")
     except FileNotFoundError:
         report.add("missing_label", f"{lab}: no label file, image has no objects")
         text = ""

@@ -73,8 +73,6 @@ class Predictions:
     def score_rank(self) -> np.ndarray:
         """int64 [D]: dense rank of decreasing score (ties share a rank), computed once."""
         if self._srank is None:
-            from detect.metrics.coco import score_rank
-
             self._srank = score_rank(self.scores)
         return self._srank
 
@@ -84,6 +82,15 @@ class Predictions:
     @classmethod
     def empty(cls) -> Predictions:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+
+
+def score_rank(scores: np.ndarray) -> np.ndarray:
+    """int64 [D]: dense rank of decreasing score; equal scores (and -0.0, 0.0) share a rank.
+
+    One float sort; every later ordering by score is then a sort of small ints.
+    """
+    uniq, inv = np.unique(scores, return_inverse=True)
+    return len(uniq) - 1 - inv.reshape(-1).astype(np.int64)
 
 
 def ground_truth(records: DatasetRecords | GroundTruth) -> GroundTruth:

@@ -60,11 +60,37 @@ class CocoMatch:
 
     det: np.ndarray  # int64 [D] index into Predictions
     rank: np.ndarray  # int64 [D] rank by score inside its (image, class) group
-    matched: np.ndarray  # bool [A, T, D] matched to a GT at (area range, IoU threshold)
-    matched_ignored: np.ndarray  # bool [A, T, D] ... and that GT is ignored (crowd/area/difficult)
+    # int8 [D, A, T] at (area range, IoU threshold): 0 unmatched, 1 matched to a counted GT (a
+    # true positive), 2 matched to an ignored GT (crowd, out of the area range, difficult)
+    state: np.ndarray
     out_of_range: np.ndarray  # bool [A, D] detection area outside the area range
     npig: np.ndarray  # int64 [K, A] GT boxes not ignored, per class and area range
     score_rank: np.ndarray  # int64 [D] dense rank of decreasing score (equal scores, equal rank)
+
+    # (detection [P], GT [P], IoU floor, every detection kept): the same-group pairs with COCO
+    # IoU >= the floor, grouped by detection, GT in file order; VOC re-uses them
+    pairs: tuple | None = field(default=None, repr=False)
+    _class_order: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def matched(self) -> np.ndarray:
+        """bool [A, T, D] matched to a GT at (area range, IoU threshold)."""
+        return (self.state > 0).transpose(1, 2, 0)
+
+    @property
+    def matched_ignored(self) -> np.ndarray:
+        """bool [A, T, D] matched, and that GT is ignored."""
+        return (self.state == 2).transpose(1, 2, 0)
+
+    def class_order(self, pr: Predictions) -> np.ndarray:
+        """int64 [D]: the kept detections by class, then decreasing score, ties in (image,
+        rank) order: COCOeval.accumulate's order. Computed once (accumulate, operating points
+        and the bootstrap share it)."""
+        if self._class_order is None:
+            cls = pr.classes[self.det]
+            key = cls * (int(self.score_rank.max(initial=0)) + 1) + self.score_rank
+            self._class_order = stable_argsort(key)
+        return self._class_order
 
 
 @dataclass
@@ -109,15 +135,6 @@ def box_iou_xywh(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return out
 
 
-def score_rank(scores: np.ndarray) -> np.ndarray:
-    """int64 [D]: dense rank of decreasing score; equal scores (and -0.0, 0.0) share a rank.
-
-    One float sort; every later ordering by score is then a sort of small ints.
-    """
-    uniq, inv = np.unique(scores, return_inverse=True)
-    return len(uniq) - 1 - inv.reshape(-1).astype(np.int64)
-
-
 def stable_argsort(key: np.ndarray) -> np.ndarray:
     """argsort(key, kind="stable") for non-negative int keys, made unique with the position so
     numpy's (faster) quicksort gives the same order; stable sort if that could overflow."""
@@ -132,6 +149,28 @@ def _segments(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = np.ones(len(key), bool)
     first[1:] = key[1:] != key[:-1]
     return np.flatnonzero(first), np.cumsum(first) - 1
+
+
+def group_ranges(
+    key_sorted: np.ndarray, query: np.ndarray, n_keys: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start [Q], count [Q]) of each query's run in `key_sorted` (non-negative int keys below
+    `n_keys`): searchsorted left and right, by a table lookup when the key space is small."""
+    if n_keys <= 4 * (len(query) + len(key_sorted)) + 1_000_000:
+        counts = np.bincount(key_sorted, minlength=n_keys)
+        starts = np.cumsum(counts) - counts
+        return starts[query], counts[query]
+    lo = np.searchsorted(key_sorted, query, "left")
+    return lo, np.searchsorted(key_sorted, query, "right") - lo
+
+
+def _first_max(v: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per segment of `v` (starts, seg as _segments gives): the max and the position of its
+    first occurrence (np.argmax's choice)."""
+    mx = np.maximum.reduceat(v, starts)
+    hit = np.flatnonzero(v == mx[seg])
+    first = hit[np.r_[True, seg[hit][1:] != seg[hit][:-1]]]
+    return mx, first
 
 
 def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) -> CocoMatch:
@@ -172,16 +211,18 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
     out_of_range = (darea[None] < lo) | (darea[None] > hi)  # [A,D]
 
     # every (detection, GT) pair of the same group
-    g_lo = np.searchsorted(gkey_s, dkey_k, "left")
-    cnt = np.searchsorted(gkey_s, dkey_k, "right") - g_lo  # [D]
+    g_lo, cnt = group_ranges(gkey_s, dkey_k, gt.num_images * C)  # [D] GT of the group
     pair_det = np.repeat(np.arange(D), cnt)  # [P]
     off = np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
     pair_pos = np.repeat(g_lo, cnt) + off  # position in gorder: file order inside the group
     pair_gt = gorder[pair_pos]
     iou = box_iou_xywh(dxywh[pair_det], gt.xywh[pair_gt], gt.iscrowd[pair_gt])
     thr = np.minimum(p.iou_thrs, 1 - 1e-10)  # [T]
-    sel = iou >= thr.min()  # a pair below every threshold never matches
+    # a pair below every threshold never matches; the 1e-9 margin keeps every pair whose IoU
+    # by another formula (VOC's corners) could reach it: VOC re-uses these pairs (pairs_50)
+    sel = iou >= thr.min() - 1e-9
     pair_det, pair_pos, pair_gt, iou = pair_det[sel], pair_pos[sel], pair_gt[sel], iou[sel]
+    pairs = (det[pair_det], pair_gt, float(thr.min() - 1e-9), len(pr) == D)
 
     # order pairs by (det rank, det, iou, gt position): q ranks a det's candidates so that the
     # max of q over eligible ones is pycocotools' pick (highest IoU, ties -> later GT)
@@ -195,13 +236,15 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
     pair_det, pair_gt, iou, q = pair_det[o], pair_gt[o], iou[o], q[o]
     big = np.int32(len(pair_det) + 1)  # non-ignored GT first (int32: half the memory traffic)
 
-    matched = np.zeros((A, T, D), bool)
-    matched_ig = np.zeros((A, T, D), bool)
+    # detection-major state and GT-major "taken" flags: a detection's (or GT's) A*T flags are
+    # contiguous, so the per-round gathers and scatters touch few cache lines
+    AT = A * T
+    state = np.zeros((D, AT), np.int8)
     G = len(gt.classes)
-    taken = np.zeros((A, T, G), bool)
-    # flat views: scattering with one flat index is much cheaper than with three
-    matched_f, matched_ig_f = matched.reshape(-1), matched_ig.reshape(-1)
-    taken_f = taken.reshape(-1)
+    taken = np.zeros((G, AT), bool)
+    state_f, taken_f = state.reshape(-1), taken.reshape(-1)
+    thr_at = np.tile(thr, A)  # [AT] the threshold of column a * T + t
+    counted_gt = ~gt_ig.T  # [G,A]
     r_bounds = np.searchsorted(rank[pair_det], np.arange(p.max_dets[-1] + 1))
     for r in range(p.max_dets[-1]):
         s = slice(r_bounds[r], r_bounds[r + 1])
@@ -209,19 +252,28 @@ def match(gt: GroundTruth, pr: Predictions, params: CocoParams | None = None) ->
             continue
         pd, pg, pq = pair_det[s], pair_gt[s], q[s]
         seg_starts, seg = _segments(pd)
-        ok = iou[s][None, None, :] >= thr[None, :, None]  # [1,T,n]
-        avail = ~taken[:, :, pg] | gt.iscrowd[pg]  # [A,T,n]
-        nonig = ~gt_ig[:, pg]  # [A,n]
-        key = np.where(ok & avail, pq + nonig[:, None, :] * big, 0)  # [A,T,n]
-        best = np.maximum.reduceat(key, seg_starts, axis=2)  # [A,T,S]
-        win = (key == best[:, :, seg]) & (key > 0)
-        n = len(pd)
-        at, j = np.divmod(np.flatnonzero(win), n)  # at = a * T + t
-        taken_f[at * G + pg[j]] = True
-        hit = at * D + pd[j]
-        matched_f[hit] = True
-        matched_ig_f[hit] = ~nonig.reshape(-1)[(at // T) * n + j]
-    return CocoMatch(det, rank, matched, matched_ig, out_of_range, npig, srank)
+        ok = iou[s][:, None] >= thr_at[None, :]  # [n,AT]
+        avail = ~taken[pg] | gt.iscrowd[pg][:, None]  # [n,AT]
+        nonig = np.repeat(counted_gt[pg], T, axis=1)  # [n,AT]
+        cand = ok & avail
+        # a detection with one candidate GT (most) takes it wherever it can: whole rows at once
+        # (in a round each group has one detection, so no two of them share a GT)
+        single = np.diff(np.r_[seg_starts, len(pd)]) == 1
+        one = seg_starts[single]
+        if len(one):
+            w1 = cand[one]
+            taken[pg[one]] |= w1
+            state[pd[one]] = w1.view(np.int8) * (2 - nonig[one].view(np.int8))  # 1 TP, 2 ign.
+        multi = np.flatnonzero(~single[seg])  # pairs of detections with several candidates
+        if len(multi):
+            m_starts, m_seg = _segments(pd[multi])
+            key = np.where(cand[multi], pq[multi, None] + nonig[multi] * big, 0)  # [n,AT]
+            best = np.maximum.reduceat(key, m_starts, axis=0)  # [S,AT]
+            win = (key == best[m_seg]) & (key > 0)
+            j, at = np.divmod(np.flatnonzero(win), AT)
+            taken_f[pg[multi[j]] * AT + at] = True
+            state_f[pd[multi[j]] * AT + at] = np.where(nonig[multi[j], at], 1, 2)
+    return CocoMatch(det, rank, state.reshape(D, A, T), out_of_range, npig, srank, pairs=pairs)
 
 
 def recall_counts(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
@@ -236,11 +288,19 @@ def recall_counts(npig: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
 
 
 def accumulate(
-    gt: GroundTruth, pr: Predictions, m: CocoMatch, params: CocoParams | None = None
+    gt: GroundTruth,
+    pr: Predictions,
+    m: CocoMatch,
+    params: CocoParams | None = None,
+    precision_for: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Precision [T, R, K, A, M] at the recall thresholds and recall [T, K, A, M], as
     COCOeval.accumulate: per class, detections of all images by decreasing score (stable over
     image order then rank), ignored ones neither TP nor FP, interpolated precision envelope.
+
+    `precision_for`: the max_dets whose precision is computed (default: all, as pycocotools);
+    the others are NaN. COCOeval.stats reads precision at max_dets[-1] only, so evaluate()
+    asks for that one and skips 2/3 of the work; recall is always complete.
 
     Only true positives matter: the envelope at the first detection reaching recall r is the
     max precision over the TPs from the c-th on (precision only rises at a TP), so everything
@@ -256,16 +316,16 @@ def accumulate(
 
     # per class by decreasing score; m.det is in (image, class, rank) order, so a stable sort
     # leaves ties in image then rank order, as pycocotools' concatenation + mergesort
-    cls = pr.classes[m.det]
-    order = stable_argsort(cls * (m.score_rank.max(initial=0) + 1) + m.score_rank)
-    cls_s, rank_s = cls[order], m.rank[order]
+    order = m.class_order(pr)
+    cls_s, rank_s = pr.classes[m.det][order], m.rank[order]
     # "hot" detections are matched at some (area, threshold); the others (most of them) are a
     # FP wherever their area is in range, the same for every threshold: counted per area only
-    hot_s = m.matched.any(axis=(0, 1))[order]
+    hot_s = m.state.any(axis=(1, 2))[order]
     H_all = np.flatnonzero(hot_s)  # positions of hot detections in `order`
     dh = order[H_all]
-    mt = m.matched[:, :, dh]
-    tp_all = mt & ~m.matched_ignored[:, :, dh]  # [A,T,h]
+    sh = m.state[dh].transpose(1, 2, 0)  # [A,T,h]
+    mt = sh > 0
+    tp_all = sh == 1  # [A,T,h]
     nig_all = tp_all | (~mt & ~m.out_of_range[:, None, dh])  # not ignored
     cold_all = ~m.out_of_range[:, order] & ~hot_s  # [A,D] cold and not ignored
     eps = np.spacing(1)
@@ -278,6 +338,14 @@ def accumulate(
             hsel = sel[H_all]
             c, H = cls_s[sel], new_pos[H_all[hsel]]
             tp, nig, cold = tp_all[:, :, hsel], nig_all[:, :, hsel], cold_all[:, sel]
+        if precision_for is not None and max_det not in precision_for:
+            # recall only: TP count per (area, threshold, class)
+            at, jh = np.divmod(np.flatnonzero(tp), max(len(H), 1))
+            ntp = np.bincount(at * K + c[H[jh]], minlength=A * T * K).reshape(A, T, K)
+            precision[:, :, :, :, mi] = np.nan
+            rc = np.where(has_gt[:, None, :], ntp / np.maximum(m.npig.T, 1)[:, None, :], -1.0)
+            recall[:, :, :, mi] = rc.transpose(1, 2, 0)
+            continue
         n = len(c)
         bounds = np.searchsorted(c, np.arange(K + 1))  # class segments
         ccold = np.zeros((A, n + 1), np.int32)  # running count of cold non-ignored

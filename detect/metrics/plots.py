@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")  # no display here; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 
 from detect.metrics.arrays import GroundTruth, Predictions, ground_truth, predictions
 from detect.metrics.coco import box_iou_xywh
+from detect.metrics.tide import ERROR_NAMES, MAIN_ERRORS, SPECIAL_ERRORS
 
 
 def confusion_matrix(
@@ -62,11 +67,6 @@ def _safe(name: str) -> str:
 def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
     """PR curve PNG per class (`pr_<name>.png`), one for all classes (`pr_all.png`) and
     `confusion_matrix.png` into `folder`; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     g = ground_truth(gt)
@@ -121,4 +121,44 @@ def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
                         color="white" if col[r, c] > 0.5 else "black")  # fmt: skip
     ax.set(xlabel="true", ylabel="predicted", title="confusion matrix (conf 0.25, IoU 0.45)")
     save(fig, "confusion_matrix.png")
+    return written
+
+
+def save_tide_plot(tides: list, names: list[str], path: str | Path) -> Path:
+    """Bar chart of TIDE's dAP50 per error (main errors, then the special ones), one bar per
+    prediction set in each group; the counts of the first set above its bars."""
+    errors = [*MAIN_ERRORS, *SPECIAL_ERRORS]
+    x = np.arange(len(errors))
+    w = 0.8 / len(tides)
+    fig, ax = plt.subplots(figsize=(8, 4), tight_layout=True)
+    for i, (t, name) in enumerate(zip(tides, names, strict=True)):
+        vals = [100 * t.dap[e] for e in errors]
+        bars = ax.bar(x + (i - (len(tides) - 1) / 2) * w, vals, w,
+                      label=f"{name} (AP50 {100 * t.ap:.1f})")  # fmt: skip
+        if i == 0:
+            for b, e in zip(bars, errors, strict=True):
+                ax.annotate(str(t.counts[e]), (b.get_x() + b.get_width() / 2, b.get_height()),
+                            ha="center", va="bottom", fontsize=7)  # fmt: skip
+    ax.axvline(len(MAIN_ERRORS) - 0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [ERROR_NAMES[e] for e in errors])
+    ax.set(ylabel="dAP50 (points)", title="TIDE: AP50 gained by fixing each error type")
+    ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_comparison_plots(cmp, folder: str | Path) -> list[Path]:
+    """One prediction set: its PR curves and confusion matrix in `folder` (save_plots); several:
+    each in `folder/<name>/`. With TIDE computed, `folder/tide.png` (all sets side by side)."""
+    folder = Path(folder)
+    written = []
+    for name, r in zip(cmp.names, cmp.results, strict=True):
+        sub = folder if len(cmp.results) == 1 else folder / _safe(name)
+        written += save_plots(r, sub, r.gt, r.pred)
+    if all(r.tide is not None for r in cmp.results):
+        written.append(save_tide_plot([r.tide for r in cmp.results], cmp.names,
+                                      folder / "tide.png"))  # fmt: skip
     return written

@@ -8,17 +8,18 @@ pycocotools', and avoid per-object Python beyond one pass of list comprehensions
 from __future__ import annotations
 
 import gc
+import json
 import math
 from contextlib import contextmanager
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import numpy as np
 
 from detect.data.types import ReadReport
 from detect.errors import DetectError
-from detect.metrics.arrays import GroundTruth, Predictions, check_predictions
+from detect.metrics.arrays import GroundTruth, Predictions, check_predictions, ground_truth
 
 
 @contextmanager
@@ -43,8 +44,6 @@ def _loads(data: bytes, path: Path):
         except orjson.JSONDecodeError as e:
             raise DetectError(f"{path}: malformed JSON: {str(e).splitlines()[0]}") from None
     except ImportError:
-        import json
-
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -93,6 +92,11 @@ def coco_ground_truth(obj: dict, source: str | Path = "ground truth") -> GroundT
         raise DetectError(
             f"{source}: not a COCO instances JSON ({type(e).__name__}: {e})"
         ) from None
+    return _ground_truth(cat_ids, names, img_ids, img_names, wh, a_img, a_cat, bbox, area, crowd,
+                         source)  # fmt: skip
+
+
+def _ground_truth(cat_ids, names, img_ids, img_names, wh, a_img, a_cat, bbox, area, crowd, source):
     img_index = {i: n for n, i in enumerate(img_ids)}
     cat_index = {c: n for n, c in enumerate(cat_ids)}
     try:
@@ -114,13 +118,73 @@ def coco_ground_truth(obj: dict, source: str | Path = "ground truth") -> GroundT
         xywh=bbox,
         area=area,
         iscrowd=crowd,
-        difficult=np.zeros(len(anns), bool),
+        difficult=np.zeros(len(a_img), bool),
         exact_ids=True,
     )
 
 
+def _fast_gt(data: bytes):
+    """A COCO instances file as msgspec structs of just the fields scoring reads (masks and
+    other fields are skipped unparsed), or None where it does not fit (the generic path then
+    reads it or says what is wrong)."""
+    try:
+        import msgspec
+    except ImportError:
+        return None
+
+    # defstruct: class bodies here would see their nested types as strings (PEP 563)
+    image = msgspec.defstruct(
+        "Image",
+        [("id", int | str), ("file_name", str | None, None), ("width", int, 0), ("height", int, 0)],
+        gc=False,
+    )
+    ann = msgspec.defstruct(
+        "Ann",
+        [
+            ("image_id", int | str),
+            ("category_id", int),
+            ("bbox", tuple[float, float, float, float]),
+            ("area", float | None, None),
+            ("iscrowd", int, 0),
+        ],
+        gc=False,
+    )
+    cat = msgspec.defstruct("Cat", [("id", int), ("name", str | None, None)], gc=False)
+    Doc = msgspec.defstruct("Doc", [("images", list[image]), ("categories", list[cat]),
+                                    ("annotations", list[ann], [])], gc=False)  # fmt: skip
+
+    try:
+        return msgspec.json.decode(data, type=Doc)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def read_coco_ground_truth(path: str | Path) -> GroundTruth:
-    return coco_ground_truth(load_json(path), path)
+    path = Path(path)
+    data = _read_bytes(path)
+    with _no_gc():
+        doc = _fast_gt(data)
+        if doc is None:
+            return coco_ground_truth(_loads(data, path), path)
+        images, anns = doc.images, doc.annotations
+        n = len(anns)
+        bbox = np.fromiter(chain.from_iterable(a.bbox for a in anns), np.float64, 4 * n)
+        bbox = bbox.reshape(n, 4)
+        area = np.array([a.area for a in anns], np.float64)  # None -> NaN: the box area
+        area = np.where(np.isnan(area), bbox[:, 2] * bbox[:, 3], area)
+        return _ground_truth(
+            cat_ids=[c.id for c in doc.categories],
+            names=[str(c.id if c.name is None else c.name) for c in doc.categories],
+            img_ids=[im.id for im in images],
+            img_names=[str(im.id if im.file_name is None else im.file_name) for im in images],
+            wh=np.array([(im.width, im.height) for im in images], np.int64),
+            a_img=[a.image_id for a in anns],
+            a_cat=[a.category_id for a in anns],
+            bbox=bbox,
+            area=area,
+            crowd=np.array([a.iscrowd for a in anns], bool),
+            source=path,
+        )
 
 
 def coco_results(
@@ -169,7 +233,7 @@ def _predictions(
     return p
 
 
-def _image_index(img: list, gt: GroundTruth, source, names, report) -> np.ndarray:
+def _image_index(img: list | np.ndarray, gt: GroundTruth, source, names, report) -> np.ndarray:
     """int64 [D]: the gt image of each prediction, -1 for one outside the ground truth.
 
     The `image_id` first (pycocotools' rule, the only one for COCO ground truth); then, for
@@ -177,9 +241,11 @@ def _image_index(img: list, gt: GroundTruth, source, names, report) -> np.ndarra
     an error for COCO ground truth (pycocotools asserts); otherwise each is reported as
     "unmatched" in `report`, and an error when no prediction fits any image.
     """
-    if gt.exact_ids or not img:
+    if gt.exact_ids or len(img) == 0:
         why = "an image absent from the ground truth"
         return _index(img, gt.image_ids, source, "image_id", why)
+    if isinstance(img, np.ndarray):
+        img = img.tolist()
     exact = _id_lookup(gt.image_ids)
     out = np.empty(len(img), np.int64)
     misses: dict[int, list[int]] = {}
@@ -279,18 +345,30 @@ def _id_parts(image_id) -> tuple:
     return _parts(str(image_id))
 
 
-def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray:
+def _index(values: list | np.ndarray, known: list, source, what: str, why: str) -> np.ndarray:
     """Map ids to their position in `known`; the first unknown one is a DetectError."""
-    if set(map(type, values)) <= {int} and set(map(type, known)) <= {int}:
+    ints = isinstance(values, np.ndarray) or set(map(type, values)) <= {int}
+    if ints and set(map(type, known)) <= {int}:
         # the common case, vectorised: binary search among the known ids
         v = np.asarray(values, np.int64)
         k = np.asarray(known, np.int64)
+        small = len(k) and k.min() >= 0 and k.max() < 4 * len(v) + 1_000_000
+        if small and len(np.unique(k)) == len(k):
+            # small unique non-negative ids (COCO's): a table lookup, not a binary search
+            table = np.full(int(k.max()) + 2, -1, np.int64)  # last slot: any id out of range
+            table[k] = np.arange(len(k))
+            pos = table[np.where((v >= 0) & (v <= k.max()), v, len(table) - 1)]
+            if (pos < 0).any():
+                raise DetectError(f"{source}: {what} {int(v[np.argmax(pos < 0)])} is {why}")
+            return pos
         o = np.argsort(k, kind="stable")
         pos = np.minimum(np.searchsorted(k[o], v), len(k) - 1)
         bad = k[o][pos] != v
         if bad.any():
             raise DetectError(f"{source}: {what} {int(v[np.argmax(bad)])} is {why}")
         return o[pos]
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     lookup = _id_lookup(known)
     pos = np.empty(len(values), np.int64)
     for j, u in enumerate(values):
@@ -302,9 +380,10 @@ def _index(values: list, known: list, source, what: str, why: str) -> np.ndarray
 
 
 def _fast_columns(data: bytes) -> tuple | None:
-    """(image_id list, category_id list, score [N], bbox [N,4]) by msgspec's typed decoder (no
-    dicts built: ~4x faster than a generic parse), or None (not installed, or the file does not
-    fit the schema: the generic path then reads it or says what is wrong)."""
+    """(image_id, category_id, score [N], bbox [N,4]) by msgspec's typed decoder (no dicts
+    built: ~4x faster than a generic parse), or None (not installed, or the file does not fit
+    the schema: the generic path then reads it or says what is wrong). Integer ids come back
+    as int64 arrays, other ids as lists."""
     try:
         import msgspec
     except ImportError:
@@ -329,10 +408,13 @@ def _fast_columns(data: bytes) -> tuple | None:
     if items is None:
         return None
     n = len(items)
-    img = [d.image_id for d in items]
-    cat = [d.category_id for d in items]
-    score = np.fromiter([d.score for d in items], np.float64, n)
-    bbox = np.fromiter(chain.from_iterable([d.bbox for d in items]), np.float64, 4 * n)
+    if schema is Det:
+        img = np.fromiter(map(attrgetter("image_id"), items), np.int64, n)
+    else:
+        img = list(map(attrgetter("image_id"), items))
+    cat = np.fromiter(map(attrgetter("category_id"), items), np.int64, n)
+    score = np.fromiter(map(attrgetter("score"), items), np.float64, n)
+    bbox = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), items)), np.float64, 4 * n)
     return img, cat, score, bbox.reshape(n, 4)
 
 
@@ -377,7 +459,7 @@ def read_yolo_folder(
         i = exact.get(rel)
         if i is None:
             i = paths.find(rel, None, folder)
-        lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = f.read_text(encoding="utf-8-sig", errors="replace").splitlines()
         if i is None:
             unmatched.append((f, sum(1 for ln in lines if ln.split())))
             continue
@@ -446,7 +528,7 @@ def load_ground_truth(
     skipped and mended data goes to `report`."""
     if is_coco_gt(path):
         return read_coco_ground_truth(path)
+    # deferred: a COCO JSON needs none of the data set readers (start-up of `detect evaluate`)
     from detect.data import load_dataset
-    from detect.metrics.arrays import ground_truth
 
     return ground_truth(load_dataset(path, split=split, images=images, report=report))

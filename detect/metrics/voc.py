@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detect.iou import paired_iou
 from detect.metrics.arrays import GroundTruth, Predictions
-from detect.metrics.coco import _segments, stable_argsort
+from detect.metrics.coco import _first_max, _segments, group_ranges, stable_argsort
 
 
 @dataclass
@@ -55,40 +56,45 @@ def ap_allpoint(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def pair_iou_xyxy(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes d[i], g[i], both float64 [P, 4] (x1, y1, x2, y2), continuous."""
-    iw = np.clip(np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]), 0, None)
-    ih = np.clip(np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]), 0, None)
-    inter = iw * ih
-    union = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1]) + (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
-    union = union - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+def voc_match(
+    gt: GroundTruth,
+    pr: Predictions,
+    iou_thr: float = 0.5,
+    order: np.ndarray | None = None,
+    pairs: tuple | None = None,
+) -> np.ndarray:
+    """Outcome per detection: int8 [D], 1 TP, 0 FP, -1 ignored (matched a difficult GT).
 
-
-def voc_match(gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5) -> np.ndarray:
-    """Outcome per detection: int8 [D], 1 TP, 0 FP, -1 ignored (matched a difficult GT)."""
+    `order`: the detections by class then decreasing score, stable (computed if not given).
+    `pairs`: CocoMatch.pairs, re-used when they hold every detection and every pair that can
+    reach iou_thr (only the best GT at >= iou_thr matters: below, the detection is FP anyway).
+    """
     C = gt.num_classes
     D = len(pr)
-    gkey = gt.image * C + gt.classes
-    gorder = np.argsort(gkey, kind="stable")
-    gkey_s = gkey[gorder]
-    dkey = pr.image * C + pr.classes
-    lo = np.searchsorted(gkey_s, dkey, "left")
-    cnt = np.searchsorted(gkey_s, dkey, "right") - lo  # [D]
-    pair_det = np.repeat(np.arange(D), cnt)
-    pair_pos = np.repeat(lo, cnt) + np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    pair_gt = gorder[pair_pos]  # pair_pos: GT file order inside the group
-    dxyxy = np.concatenate([pr.xywh[:, :2], pr.xywh[:, :2] + pr.xywh[:, 2:]], axis=1)
-    gxyxy = np.concatenate([gt.xywh[:, :2], gt.xywh[:, :2] + gt.xywh[:, 2:]], axis=1)
-    iou = pair_iou_xyxy(dxyxy[pair_det], gxyxy[pair_gt])
+    if pairs is not None and pairs[3] and pairs[2] <= iou_thr - 1e-10:
+        pair_det, pair_gt = pairs[0], pairs[1]
+    else:
+        gkey = gt.image * C + gt.classes
+        gorder = np.argsort(gkey, kind="stable")
+        gkey_s = gkey[gorder]
+        dkey = pr.image * C + pr.classes
+        lo, cnt = group_ranges(gkey_s, dkey, gt.num_images * C)  # [D] GT of the group
+        pair_det = np.repeat(np.arange(D), cnt)
+        pos = np.repeat(lo, cnt) + np.arange(len(pair_det)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        pair_gt = gorder[pos]  # pos: GT file order inside the group
+    dxy = pr.xywh[pair_det]
+    gxy = gt.xywh[pair_gt]
+    iou = paired_iou(
+        np.concatenate([dxy[:, :2], dxy[:, :2] + dxy[:, 2:]], axis=1),
+        np.concatenate([gxy[:, :2], gxy[:, :2] + gxy[:, 2:]], axis=1),
+    )
 
     # best GT per detection, the first in file order on ties (pairs come ordered by det, gt)
     best_gt = np.full(D, -1, np.int64)
     best_iou = np.full(D, -np.inf)
     if len(pair_det):
         starts, seg = _segments(pair_det)
-        is_max = np.flatnonzero(iou == np.maximum.reduceat(iou, starts)[seg])
-        first = is_max[np.r_[True, seg[is_max][1:] != seg[is_max][:-1]]]
+        _, first = _first_max(iou, starts, seg)
         best_gt[pair_det[first]] = pair_gt[first]
         best_iou[pair_det[first]] = iou[first]
 
@@ -97,20 +103,32 @@ def voc_match(gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5) -> np.ndar
     skip = np.r_[gt.difficult | gt.iscrowd, False]  # [G+1]: index -1 (no GT) is not skipped
     ignored = hit & skip[best_gt]
     out[ignored] = -1
-    cand = np.flatnonzero(hit & ~ignored)
-    # the first detection by score (stable) to reach a GT takes it; later ones are FP
-    order = cand[np.argsort(-pr.scores[cand], kind="stable")]
-    _, first = np.unique(best_gt[order], return_index=True)
-    out[order[first]] = 1
+    cand = hit & ~ignored
+    # the first detection by score (stable) to reach a GT takes it; later ones are FP. All that
+    # reach one GT share its class, so the class-then-score order is their score order.
+    if order is None:
+        order = _class_score_order(pr)
+    o = order[cand[order]]
+    g = best_gt[o]
+    first = np.full(len(gt.classes), len(o), np.int64)
+    np.minimum.at(first, g, np.arange(len(o)))
+    out[o[first[first < len(o)]]] = 1
     return out
 
 
-def evaluate_voc(gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5) -> VocResult:
-    K = gt.num_classes
-    res = voc_match(gt, pr, iou_thr)
-    npos = np.bincount(gt.classes[~(gt.difficult | gt.iscrowd)], minlength=K)
+def _class_score_order(pr: Predictions) -> np.ndarray:
     srank = pr.score_rank()
-    order = stable_argsort(pr.classes * (srank.max(initial=0) + 1) + srank)
+    return stable_argsort(pr.classes * (int(srank.max(initial=0)) + 1) + srank)
+
+
+def evaluate_voc(
+    gt: GroundTruth, pr: Predictions, iou_thr: float = 0.5, pairs: tuple | None = None
+) -> VocResult:
+    """Per-class VOC07 and VOC AP (module docstring); `pairs`: CocoMatch.pairs to re-use."""
+    K = gt.num_classes
+    order = _class_score_order(pr)
+    res = voc_match(gt, pr, iou_thr, order, pairs)
+    npos = np.bincount(gt.classes[~(gt.difficult | gt.iscrowd)], minlength=K)
     cls_s, res_s = pr.classes[order], res[order]
     bounds = np.searchsorted(cls_s, np.arange(K + 1))
     ap07, ap = -np.ones(K), -np.ones(K)

@@ -1,31 +1,29 @@
-"""Grid/anchor detectors: `build_model(cfg)` -> Detector (see detect.models.common)."""
+"""Models: the grid/anchor detectors (`tiny`, `yolov2`), the window classifier, their weights
+files, export and the `detect info` figures.
 
-from __future__ import annotations
+`build_model(ModelConfig)` -> Detector (see detect.models.common); `load_weights(path)` builds
+whatever a weights file holds.
+"""
 
-from typing import TYPE_CHECKING
-
+from detect.models.build import build_from_config, build_model
+from detect.models.common import Detector
 from detect.models.config import ModelConfig, default_anchors, split_anchors
+from detect.models.weights_file import init_from, load_weights, read_metadata, save_weights
+from detect.models.window import WindowClassifier, WindowConfig, build_window_model, to_conv
 
-if TYPE_CHECKING:
-    from torch import nn
-
-    from detect.models.common import Detector
-
-__all__ = ["ModelConfig", "build_model", "default_anchors", "split_anchors"]
-
-
-def build_model(cfg: ModelConfig) -> Detector | nn.Module:
-    """A freshly initialised model for `cfg` ("tiny", "yolov2", or "window")."""
-    if cfg.arch == "window":
-        # Built by its own module (another issue); imported lazily so it is optional here.
-        from detect.models.window import build_window_model
-
-        return build_window_model(cfg)
-    cfg.validate()
-    if cfg.arch == "yolov2":
-        from detect.models.yolov2 import YoloV2
-
-        return YoloV2(cfg)
-    from detect.models.tiny import TinyYolo
-
-    return TinyYolo(cfg)
+__all__ = [
+    "Detector",
+    "ModelConfig",
+    "WindowClassifier",
+    "WindowConfig",
+    "build_from_config",
+    "build_model",
+    "build_window_model",
+    "default_anchors",
+    "init_from",
+    "load_weights",
+    "read_metadata",
+    "save_weights",
+    "split_anchors",
+    "to_conv",
+]

@@ -20,10 +20,12 @@ built from tensor shapes, which a trace records (an export keeps height and widt
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from detect.models.config import ModelConfig
 
@@ -238,8 +240,6 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
     ultralytics reports); BatchNorm, activations, pooling and the decode are not counted. Runs on
     the meta device (shapes only), so it is instant even for YOLOv2 at 608.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     meta = _meta_copy(model)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -248,8 +248,6 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     with torch.device("meta"):
         clone = copy.deepcopy(model).to("meta")
     return clone.eval()

@@ -10,7 +10,7 @@ from typing import Any
 
 from detect.errors import DetectError
 
-ARCHS = ("tiny", "yolov2", "window")
+ARCHS = ("tiny", "yolov2")  # the window classifier has its own WindowConfig
 
 # Default anchors as fractions of the input side, smallest first.
 # tiny: the YOLOv3 COCO set (pixels at 416 / 416), three per level for strides 8, 16, 32.
@@ -41,7 +41,7 @@ YOLOV2_ANCHORS = [[[w / 13, h / 13] for w, h in _V2]]
 class ModelConfig:
     """What a detector is: architecture, classes, anchors, input size, widths."""
 
-    arch: str = "tiny"  # "tiny" | "yolov2" (| "window", built by detect.models.window)
+    arch: str = "tiny"  # "tiny" | "yolov2"
     num_classes: int = 80  # C: class logits per anchor
     names: list[str] = field(default_factory=list)  # class names, len == num_classes (or empty)
     anchors: list[list[list[float]]] = field(default_factory=list)  # per level [[w, h], ...]
@@ -61,7 +61,7 @@ class ModelConfig:
         if not self.names:
             self.names = [str(i) for i in range(self.num_classes)]
 
-    def validate(self) -> ModelConfig:
+    def check(self) -> ModelConfig:
         """Raise DetectError on an impossible config (checked at public entry points)."""
         if self.arch not in ARCHS:
             raise DetectError(f"unknown model {self.arch!r} (expected one of {', '.join(ARCHS)})")
@@ -117,7 +117,7 @@ class ModelConfig:
             cfg.anchors = [[[float(w), float(h)] for w, h in level] for level in cfg.anchors]
         except (TypeError, ValueError) as e:
             raise DetectError(f"bad model config: {e}") from None
-        return cfg.validate()
+        return cfg.check()
 
 
 def default_anchors(arch: str) -> list[list[list[float]]]:

@@ -40,7 +40,7 @@ OPENVINO_META = "metadata.json"
 OPENVINO_XML = "model.xml"
 
 
-class Predictor(nn.Module):
+class DecodedOutput(nn.Module):
     """Wraps a Detector so its forward is `predict` (decoded boxes and probabilities)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -115,7 +115,7 @@ def export_model(
     model = model.eval().to("cpu")
     if fuse:
         model.fuse()
-    wrapper = Predictor(model).eval()
+    wrapper = DecodedOutput(model).eval()
     example = torch.zeros(1, 3, imgsz, imgsz)
     info = export_metadata(model, imgsz, meta)
     if fmt == "torchscript":

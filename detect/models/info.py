@@ -6,25 +6,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from detect.errors import DetectError
+from detect.models.build import build_model
 from detect.models.common import count_parameters, gflops, layer_table, output_shapes
 from detect.models.config import ARCHS, ModelConfig
+from detect.models.weights_file import load_weights
 
 FLOPS_NOTE = "torch.utils.flop_counter, 2 x conv/matmul MACs"
 
 
 def describe_arch(arch: str, imgsz: int | None, num_classes: int) -> dict[str, Any]:
     """Layer table and figures of a freshly built `arch` (on the meta device: no memory)."""
-    import torch
-
-    from detect.models import build_model
-
-    if arch not in ARCHS or arch == "window":
+    if arch not in ARCHS:
         raise DetectError(f"unknown model {arch!r} (expected tiny or yolov2)")
     imgsz = imgsz or (608 if arch == "yolov2" else 320)
-    cfg = ModelConfig(arch=arch, num_classes=num_classes, imgsz=imgsz).validate()
+    cfg = ModelConfig(arch=arch, num_classes=num_classes, imgsz=imgsz).check()
     with torch.device("meta"):
         model = build_model(cfg)
     info = _figures(model, imgsz)
@@ -36,8 +35,6 @@ def describe_arch(arch: str, imgsz: int | None, num_classes: int) -> dict[str, A
 
 def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
     """Classes, anchors, input size, parameters, GFLOPs and training summary of a weights file."""
-    from detect.weights import load_weights
-
     model, meta = load_weights(path)
     cfg = model.cfg
     imgsz = imgsz or int(meta.get("imgsz") or getattr(cfg, "imgsz", 320) or 320)

@@ -28,7 +28,7 @@ from detect.errors import DetectError
 class WindowConfig:
     """What a window classifier is; stored as JSON in the weights file."""
 
-    arch: str = "window"  # tells detect.weights.load_weights to build this model
+    arch: str = "window"  # tells load_weights (detect.models.build) to build this model
     num_classes: int = 5  # C object classes; the model outputs C + 1 logits (background last)
     names: list[str] = field(default_factory=list)  # class names, len == num_classes (or empty)
     imgsz: int = 32  # W: the crop side the classifier sees, in pixels
@@ -57,7 +57,7 @@ class WindowConfig:
             n = (n - 4) // 2
         return n
 
-    def validate(self) -> WindowConfig:
+    def check(self) -> WindowConfig:
         """Raise DetectError on an impossible config (checked at public entry points)."""
         if self.arch != "window":
             raise DetectError(f"window config has arch {self.arch!r}, expected 'window'")
@@ -88,7 +88,7 @@ class WindowConfig:
             cfg = cls(**{k: v for k, v in d.items() if k in known})
         except (TypeError, ValueError) as e:
             raise DetectError(f"bad window model config: {e}") from None
-        return cfg.validate()
+        return cfg.check()
 
 
 def _trunk(channels: list[int]) -> nn.Sequential:
@@ -140,7 +140,8 @@ class ConvWindowClassifier(nn.Module):
 
     forward(x: Tensor[B, 3, H, W_img]) -> Tensor[B, C + 1, Ho, Wo] logits, where cell (i, j) is
     the W x W window at pixel (i * stride, j * stride) of x; Ho = floor((H - W) / stride) + 1 at
-    most (the trunk's pools may drop a last row; `detect.sliding` crops to the window count).
+    most (the trunk's pools may drop a last row; `detect.inference.sliding` crops to the window
+    count).
     """
 
     def __init__(self, cfg: WindowConfig, trunk: nn.Sequential, head: nn.Sequential) -> None:
@@ -194,4 +195,4 @@ def build_window_model(cfg: dict[str, Any] | WindowConfig) -> WindowClassifier:
     """Build a (randomly initialised) WindowClassifier from a config or its dict form."""
     if isinstance(cfg, dict):
         cfg = WindowConfig.from_dict(cfg)
-    return WindowClassifier(cfg.validate())
+    return WindowClassifier(cfg.check())

@@ -16,9 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from detect.data._common import relative_paths, unique_ids
+from detect.data.image import read_image
 from detect.errors import DetectError
 
 IMAGE_EXTS = frozenset(
@@ -154,8 +156,6 @@ def expand_sources(args: Sequence[str]) -> list[Source]:
 
 
 def video_info(cap) -> VideoInfo:
-    import cv2
-
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or not math.isfinite(fps) or fps <= 0:
         fps = 30.0  # cameras and some streams report 0
@@ -170,16 +170,12 @@ def video_info(cap) -> VideoInfo:
 
 def _quiet_opencv() -> None:
     """A failed open is reported as one line of ours; OpenCV's WARN lines would only repeat it."""
-    import cv2
-
     with contextlib.suppress(AttributeError):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def open_video(source: Source):
     """An opened cv2.VideoCapture and its info, or raise DetectError naming the source."""
-    import cv2
-
     _quiet_opencv()
     cap = cv2.VideoCapture(source.camera if source.kind == "camera" else str(source.path))
     if not cap.isOpened():
@@ -193,8 +189,6 @@ def open_video(source: Source):
 def count_frames(sources: Sequence[Source], vid_stride: int = 1) -> int | None:
     """Frames `iter_frames` will yield in total (for a progress bar); None when unbounded or
     unknown (a camera, a stream without a frame count)."""
-    import cv2
-
     _quiet_opencv()
     total = 0
     for s in sources:
@@ -216,8 +210,6 @@ def count_frames(sources: Sequence[Source], vid_stride: int = 1) -> int | None:
 
 
 def _read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    from detect.data.image import read_image
-
     try:
         return read_image(path), None
     except DetectError as e:

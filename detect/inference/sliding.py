@@ -21,8 +21,7 @@ the image gives no windows.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -216,66 +215,6 @@ def detect_windows(
     return torch.cat([b[keep], sc[keep, None], cl[keep, None].float()], 1)
 
 
-def predict_records_windows(
-    records,
-    model: WindowClassifier,
-    method: str = "conv-sliding",
-    scales: Sequence[int] | None = DEFAULT_SCALES,
-    stride: int | None = None,
-    conf: float = 0.001,
-    iou: float = 0.45,
-    max_det: int = 300,
-    max_images: int | None = None,
-    callback: Callable[[int, int], None] | None = None,
-) -> tuple[object, WindowStats]:
-    """Run detect_windows over a data set's images -> (Detections, WindowStats).
-
-    records: detect.data.types.DatasetRecords (images read with detect.data.read_image).
-    callback(done, total) is called after each image. Seconds count inference only (no reading).
-    """
-    from detect.data import read_image
-    from detect.data.types import Detections
-
-    model.eval()
-    conv_model = to_conv(model) if method == "conv-sliding" else None
-    images = records.images[:max_images] if max_images else records.images
-    stats = WindowStats()
-    parts: list[tuple[int, Tensor]] = []
-    for i, rec in enumerate(images):
-        img = read_image(rec.path)
-        t0 = time.perf_counter()
-        det = detect_windows(
-            model,
-            img,
-            method,
-            scales,
-            stride,
-            conf,
-            iou,
-            max_det,
-            conv_model=conv_model,
-            stats=stats,
-        )
-        stats.seconds += time.perf_counter() - t0
-        stats.images += 1
-        parts.append((i, det.cpu()))
-        if callback is not None:
-            callback(i + 1, len(images))
-    if not parts or sum(len(d) for _, d in parts) == 0:
-        return Detections.empty(), stats
-    det = torch.cat([d for _, d in parts]).numpy()
-    image = np.concatenate([np.full(len(d), i, np.int64) for i, d in parts])
-    return (
-        Detections(
-            image=image,
-            boxes=det[:, :4].astype(np.float32),
-            scores=det[:, 4].astype(np.float32),
-            classes=det[:, 5].astype(np.int64),
-        ),
-        stats,
-    )
-
-
 def count_windows(height: int, width: int, window: int, scales: Sequence[int], stride: int) -> int:
     """Windows detect_windows classifies on a height x width image (no pixels needed)."""
     n = 0
@@ -284,95 +223,3 @@ def count_windows(height: int, width: int, window: int, scales: Sequence[int], s
         rh, rw = max(1, round(height * r)), max(1, round(width * r))
         n += num_windows(rh, window, stride) * num_windows(rw, window, stride)
     return n
-
-
-@dataclass
-class BenchRow:
-    """One method's line of `detect bench`."""
-
-    method: str  # "yolo" | "sliding" | "conv-sliding"
-    map50: float  # val mAP at IoU 0.5 (COCO-style, 101-point)
-    map: float  # val mAP50-95
-    ms_per_image: float  # model time per image (images decoded beforehand, batch of 1)
-    windows: int  # windows classified over all images (0 for yolo)
-    images: int
-
-
-def bench_methods(
-    records,
-    yolo_weights: str | None,
-    window_weights: str | None,
-    imgsz: int | None = None,
-    scales: Sequence[int] | None = None,
-    stride: int | None = None,
-    conf: float = 0.001,
-    iou: float = 0.45,
-    max_det: int = 300,
-    device: str = "cpu",
-    max_images: int | None = None,
-    callback: Callable[[str, int, int], None] | None = None,
-) -> list[BenchRow]:
-    """YOLO vs sliding window vs conv-sliding on the same images -> one BenchRow per method.
-
-    Images are decoded once up front and each method predicts them one at a time (batch 1,
-    through detect.predict.Predictor), so ms/image compares the models, not the disk. mAP is
-    detect.metrics.evaluate on those images. A method whose weights are None is skipped.
-    callback(method, done, total) follows the progress.
-    """
-    from dataclasses import replace
-
-    from detect.data import read_image
-    from detect.data.types import Detections
-    from detect.metrics.evaluate import evaluate
-    from detect.predict import PredictConfig, Predictor
-
-    if max_images:
-        records = replace(records, images=records.images[:max_images])
-    images = [read_image(rec.path) for rec in records.images]
-    scales = parse_scales(scales)
-    plan = []
-    if yolo_weights:
-        plan.append(("yolo", yolo_weights))
-    if window_weights:
-        plan += [("sliding", window_weights), ("conv-sliding", window_weights)]
-    rows = []
-    for method, weights in plan:
-        cfg = PredictConfig(
-            imgsz=imgsz if method == "yolo" else None,
-            conf=conf,
-            iou=iou,
-            max_det=max_det,
-            batch=1,
-            method=method,
-            scales=scales,
-            stride=stride,
-        )
-        predictor = Predictor(weights, cfg, device)
-        if method == "yolo":
-            windows = 0
-        else:
-            w, s = predictor.net.cfg.imgsz, stride or predictor.net.stride
-            windows = sum(count_windows(*im.shape[:2], w, scales, s) for im in images)
-        dets, seconds = [], 0.0
-        for i, img in enumerate(images):
-            t0 = time.perf_counter()
-            (d,) = predictor([img])
-            seconds += time.perf_counter() - t0
-            dets.append(d)
-            if callback is not None:
-                callback(method, i + 1, len(images))
-        nonempty = [(i, d) for i, d in enumerate(dets) if len(d)]
-        if nonempty:
-            d = np.concatenate([d for _, d in nonempty])
-            found = Detections(
-                image=np.concatenate([np.full(len(d), i, np.int64) for i, d in nonempty]),
-                boxes=d[:, :4].astype(np.float32),
-                scores=d[:, 4].astype(np.float32),
-                classes=d[:, 5].astype(np.int64),
-            )
-        else:
-            found = Detections.empty()
-        res = evaluate(records, found)
-        n = max(len(images), 1)
-        rows.append(BenchRow(method, res.map50, res.map, 1000 * seconds / n, windows, len(images)))
-    return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 # Ultralytics' palette (hex RGB): 20 distinct, saturated colours.
@@ -69,8 +70,6 @@ def draw_detections(
         names: class index -> name.
         line_width: box line width in pixels (None: ~0.3% of the image's perimeter, at least 1).
     """
-    import cv2
-
     h, w = img.shape[:2]
     lw = line_width or max(round((h + w) / 2 * 0.003), 1)
     font_scale = lw / 3

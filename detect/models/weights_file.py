@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import nn
 
 from detect.errors import DetectError
 from detect.files import atomic_write_bytes
+from detect.models.build import build_from_config
 
 FORMAT = "1"
 
@@ -32,8 +35,6 @@ def save_weights(path: str | Path, model: nn.Module, meta: dict[str, Any] | None
     wrapper with `.module` is unwrapped). `meta` values must be JSON-serialisable; its "names",
     "anchors" and "imgsz" override the config's. Do not save a `fuse()`d model.
     """
-    from safetensors.torch import save
-
     model = getattr(model, "module", model)
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "to_dict"):
@@ -78,7 +79,7 @@ def load_weights(
     meta, tensors = _read(path, tensors=True)
     config = meta["config"]
     try:
-        model = _build(config)
+        model = build_from_config(config)
     except DetectError as e:
         raise DetectError(f"{path}: bad model config in metadata: {e}") from None
     except (TypeError, ValueError, KeyError) as e:
@@ -108,22 +109,7 @@ def init_from(model: nn.Module, path: str | Path, what: str) -> None:
         raise DetectError(f"{path}: does not fit {what}") from None
 
 
-def _build(config: dict[str, Any]) -> nn.Module:
-    if not isinstance(config, dict):
-        raise DetectError("config is not a JSON object")
-    arch = config.get("arch")
-    if arch == "window":
-        from detect.models.window import build_window_model
-
-        return build_window_model(config)
-    from detect.models import ModelConfig, build_model
-
-    return build_model(ModelConfig.from_dict(config))
-
-
 def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from safetensors import safe_open
-
     if not path.is_file():
         raise DetectError(f"weights file not found: {path}")
     out: dict[str, torch.Tensor] = {}

@@ -31,13 +31,16 @@ import numpy as np
 
 from detect.errors import DetectError
 from detect.files import atomic_write_text
+from detect.iou import inter_union
+from detect.resources import data_dir
 
 # ----------------------------------------------------------------------------------------------
 # Metrics
 
 
 def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU of shapes as if they shared a centre.
+    """IoU of shapes as if they shared a centre (`detect.iou.shape_iou` for positive shapes,
+    without its empty-union guard: this runs in the k-means inner loops).
 
     Args:
         wh: ndarray[N, 2] `(w, h)`, positive.
@@ -48,10 +51,7 @@ def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """
     wh = np.asarray(wh, np.float64)
     anchors = np.asarray(anchors, np.float64)
-    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(
-        wh[:, None, 1], anchors[None, :, 1]
-    )  # [N,K]
-    union = (wh[:, 0] * wh[:, 1])[:, None] + (anchors[:, 0] * anchors[:, 1])[None, :] - inter
+    inter, union = inter_union(wh[:, None], anchors[None])  # [N,K] each
     return inter / union
 
 
@@ -451,20 +451,16 @@ def _refine(
     k = len(anchors)
     anchors = anchors.copy()
     steps = np.full(k, step)
-    bw, bh = wh[:, 0:1], wh[:, 1:2]
-    ba = bw * bh
     c8 = np.arange(len(_MOVES))
     for _ in range(cfg.refine_iters):
         if (steps <= cfg.tol).all():
             break
         labels = wh_iou(wh, anchors).argmax(1)  # [N]
-        a = anchors[labels]  # [N,2]
-        inter = np.minimum(bw[:, 0], a[:, 0]) * np.minimum(bh[:, 0], a[:, 1])
-        cur = np.bincount(labels, w * inter / (ba[:, 0] + a[:, 0] * a[:, 1] - inter), k)  # [K]
+        inter, union = inter_union(wh, anchors[labels])  # [N] each, shape by its anchor
+        cur = np.bincount(labels, w * inter / union, k)  # [K]
         cand = anchors[:, None] * np.exp(steps[:, None, None] * _MOVES)  # [K,8,2]
-        c = cand[labels]  # [N,8,2]
-        inter = np.minimum(bw, c[..., 0]) * np.minimum(bh, c[..., 1])  # [N,8]
-        iou = inter / (ba + c[..., 0] * c[..., 1] - inter)
+        inter, union = inter_union(wh[:, None], cand[labels])  # [N,8] each
+        iou = inter / union
         s = np.bincount((labels[:, None] * 8 + c8).ravel(), (iou * w[:, None]).ravel(), k * 8)
         s = s.reshape(k, 8)
         j = s.argmax(1)
@@ -547,8 +543,6 @@ def shipped_anchor_sets() -> list[str]:
 
 def _shipped_dir() -> Path:
     """The shipped anchor sets (installed copy or the repo's `anchors/`)."""
-    from detect.resources import data_dir
-
     return data_dir("anchors")
 
 

@@ -1,0 +1,88 @@
+"""`Predictor`: a model ready to predict, whatever its method, with running time counters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detect.errors import DetectError
+from detect.inference.backends import Backend, SlidingBackend, Times, YoloBackend
+from detect.inference.loading import load_model, model_device, model_imgsz, model_names, unwrap
+from detect.settings import Method, PredictConfig
+
+
+class Predictor:
+    """A model (in memory, or a weights path loaded onto `device`) and the backend its method
+    needs: `Predictor(model, PredictConfig(method=...))(images)`.
+
+    `predictor(images)` takes BGR uint8 images of any sizes and returns one float32
+    ndarray[K, 6] per image: rows (x1, y1, x2, y2, score, class), boxes in original pixels, by
+    decreasing score. `times` accumulates seconds of pre-processing, inference and
+    post-processing, `images` the number of images seen. A model in memory is left on its
+    device, its train/eval mode restored after each call.
+
+    Raises DetectError for bad settings, a `--classes` id the model lacks, or weights that do
+    not fit the method (a window classifier needs a sliding method, a detector `yolo`).
+    """
+
+    def __init__(
+        self,
+        model_or_weights: Any,
+        cfg: PredictConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.cfg = (cfg or PredictConfig()).check()
+        self.model, self.meta = load_model(model_or_weights, device)
+        self.net = unwrap(self.model)
+        self.device = model_device(self.net)
+        self.names = model_names(self.net, self.meta)
+        bad = [c for c in self.cfg.classes or () if not 0 <= c < len(self.names)]
+        if bad:
+            raise DetectError(
+                f"--classes {bad[0]}: the model has classes 0..{len(self.names) - 1} "
+                f"({', '.join(self.names[:6])}{', ...' if len(self.names) > 6 else ''})"
+            )
+        self.imgsz = self.cfg.imgsz or model_imgsz(self.net, self.meta)
+        arch = getattr(getattr(self.net, "cfg", None), "arch", None)
+        method = self.cfg.method
+        if method == Method.yolo and arch == "window":
+            raise DetectError(
+                "these weights are a window classifier: use --method sliding or conv-sliding"
+            )
+        if method != Method.yolo and arch not in (None, "window"):
+            raise DetectError(
+                f"--method {method} needs window classifier weights "
+                f"(e.g. weights/shapes-window.safetensors), got a '{arch}' detector"
+            )
+        self.backend: Backend
+        if method == Method.yolo:
+            if isinstance(model_or_weights, (str, Path)):
+                fuse = getattr(self.net, "fuse", None)
+                if callable(fuse):  # our own copy: fold BN into the convs (fewer kernels)
+                    fuse()
+            self.backend = YoloBackend(self.net, self.cfg, self.imgsz, self.device)
+        else:
+            self.backend = SlidingBackend(self.net, self.cfg, self.device)
+        self.times: Times = {"pre": 0.0, "inference": 0.0, "post": 0.0}
+        self.images = 0
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if not len(images):
+            return []
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.inference_mode():
+                out = self.backend(images, self.times)
+        finally:
+            self.net.train(was_training)
+        self.images += len(images)
+        return out
+
+    def ms_per_image(self) -> dict[str, float]:
+        n = max(self.images, 1)
+        return {k: 1000.0 * v / n for k, v in self.times.items()}

@@ -1,0 +1,174 @@
+"""`detect predict` as a library call: sources in, files and a summary out (never prints)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from detect.errors import DetectError
+from detect.files import new_run_dir
+from detect.inference.outputs import JsonRows, Outputs
+from detect.inference.predictor import Predictor
+from detect.inference.sources import Frame, count_frames, expand_sources, iter_frames
+from detect.inference.stream import prefetch
+from detect.settings import Method, PredictConfig
+
+
+@dataclass
+class SourceStats:
+    """Counts for one SOURCE argument (a file, a folder, a glob, a video or a camera)."""
+
+    arg: str
+    kind: str  # "image" | "video" | "camera" | "folder" | "glob"
+    frames: int = 0  # images / video frames predicted
+    detections: int = 0
+    failed: int = 0  # inputs (or broken videos) that could not be read
+
+
+@dataclass
+class PredictSummary:
+    """What a `run_predict` did; the CLI turns it into tables and the exit code."""
+
+    names: list[str]
+    run_dir: Path | None  # None when nothing was written there (--no-images, no --save-txt)
+    sources: list[SourceStats]
+    class_counts: np.ndarray  # int64 [C] detections per class
+    frames: int = 0  # images + video frames predicted
+    detections: int = 0
+    failed: list[str] = field(default_factory=list)  # one message per input that failed
+    ms: dict[str, float] = field(default_factory=dict)  # per image: pre, inference, post
+    saved_images: int = 0
+    saved_videos: int = 0
+    saved_labels: int = 0
+    json_path: Path | None = None
+    imgsz: int = 0
+    device: str = "cpu"
+    method: str = "yolo"
+    seconds: float = 0.0
+
+
+def run_predict(
+    sources: Sequence[str],
+    weights: Any,
+    cfg: PredictConfig | None = None,
+    device: str = "auto",
+    out: str | Path = "runs/predict",
+    save_images: bool = True,
+    save_txt: bool = False,
+    save_json: Path | TextIO | None = None,
+    vid_stride: int = 1,
+    callback: Callable[[int, int | None, str], None] | None = None,
+) -> PredictSummary:
+    """Predict on SOURCE arguments and write the results; the library side of `detect predict`.
+
+    Args:
+        sources: image files, folders (recursive), globs, video files, camera indices.
+        weights: a weights path (or a model in memory).
+        cfg: thresholds, input size, batch, method.
+        out: the run folder to create (`out`, else `out-2`, ...; never overwritten); made only
+            when images or label files are saved.
+        save_images: annotated images, and annotated videos (mp4v, the source's fps and size;
+            with `vid_stride` N only every N-th frame is predicted and written, as ultralytics).
+        save_txt: `labels/<name>.txt` per image (`<name>_<frame>.txt` per video frame) with
+            `class cx cy w h conf` rows normalised to 0..1; none for an image without detections.
+        save_json: a path or an open text stream for the COCO results list.
+        callback: `callback(done, total, source_name)` after each frame; total is None when
+            unknown (a camera).
+    Returns:
+        PredictSummary. Unreadable inputs are skipped and listed in `failed`.
+    Raises:
+        DetectError before any work for a missing path, an empty folder, bad options or weights.
+    """
+    t_start = time.perf_counter()
+    cfg = (cfg or PredictConfig()).check()
+    if vid_stride < 1:
+        raise DetectError(f"--vid-stride must be >= 1, got {vid_stride}")
+    srcs = expand_sources(sources)
+    predictor = Predictor(weights, cfg, device)
+    total = count_frames(srcs, vid_stride) if callback is not None else None
+    stats: dict[str, SourceStats] = {}
+    for s in srcs:
+        if s.arg in stats:
+            stats[s.arg].kind = "folder" if Path(s.arg).is_dir() else "glob"
+        else:
+            stats[s.arg] = SourceStats(s.arg, s.kind)
+    run_dir = new_run_dir(out) if (save_images or save_txt) else None
+    json_rows = JsonRows(save_json) if save_json is not None else None
+    outputs = Outputs(run_dir, predictor.names, save_images, save_txt, json_rows)
+    summary = PredictSummary(
+        names=predictor.names, run_dir=run_dir, sources=list(stats.values()),
+        class_counts=np.zeros(max(len(predictor.names), 1), np.int64),
+        imgsz=predictor.imgsz, device=str(predictor.device), method=Method(cfg.method).value,
+    )  # fmt: skip
+    tally = _Tally(summary, stats, outputs, total, callback)
+    ok = False
+    try:
+        pending: list[Frame] = []  # in arrival order; errors wait with the good frames
+        for frame in prefetch(iter_frames(srcs, vid_stride), depth=2 * cfg.batch):
+            pending.append(frame)
+            if sum(f.error is None for f in pending) == cfg.batch:
+                _flush(predictor, pending, tally)
+                pending = []
+        _flush(predictor, pending, tally)
+        ok = True
+    except KeyboardInterrupt:  # a camera is stopped with Ctrl-C: keep what was written
+        ok = True
+        raise
+    finally:
+        outputs.close_video()
+        if json_rows is not None:
+            json_rows.close(ok)
+    summary.ms = predictor.ms_per_image()
+    summary.saved_images, summary.saved_videos = outputs.images, outputs.videos
+    summary.saved_labels = outputs.labels
+    summary.json_path = json_rows.path if json_rows is not None else None
+    summary.seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _flush(predictor: Predictor, pending: list[Frame], tally: _Tally) -> None:
+    """Predict the good frames of `pending` in one batch, then write every frame in order."""
+    results = iter(predictor([f.image for f in pending if f.error is None]))
+    for f in pending:
+        tally.add(f, None if f.error is not None else next(results))
+        f.image = None  # drop pixels as soon as the frame is written
+
+
+@dataclass
+class _Tally:
+    """Writes each finished frame and counts it into the summary, in arrival order."""
+
+    summary: PredictSummary
+    stats: dict[str, SourceStats]
+    outputs: Outputs
+    total: int | None
+    callback: Callable[[int, int | None, str], None] | None
+    done: int = 0
+
+    def add(self, frame: Frame, dets: np.ndarray | None) -> None:
+        st, summary = self.stats[frame.source.arg], self.summary
+        if frame.error is not None:
+            st.failed += 1
+            summary.failed.append(frame.error)
+            if self.outputs.video_source is frame.source:
+                self.outputs.close_video()
+        else:
+            self.outputs.write(frame, dets)
+            st.frames += 1
+            st.detections += len(dets)
+            summary.frames += 1
+            summary.detections += len(dets)
+            cls = dets[:, 5].astype(np.int64)
+            if len(cls) and cls.max() >= len(summary.class_counts):
+                grown = np.zeros(cls.max() + 1, np.int64)
+                grown[: len(summary.class_counts)] = summary.class_counts
+                summary.class_counts = grown
+            np.add.at(summary.class_counts, cls, 1)
+        self.done += 1
+        if self.callback is not None:
+            self.callback(self.done, self.total, frame.source.name)
