@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console
-from detect.settings import Method, PredictConfig
+from detect.settings import Merge, Method, PredictConfig
 
 P = PredictConfig  # the defaults below are its
 
@@ -23,7 +23,11 @@ def command(
     ],
     weights: Annotated[
         str | None,
-        typer.Option("--weights", help="Weights file (default: the shipped shapes-tiny model)."),
+        typer.Option(
+            "--weights",
+            help="Weights file (default: the shipped model), or a model exported by `detect "
+            "export` (.onnx file, OpenVINO folder): run on the CPU without PyTorch.",
+        ),
     ] = None,
     imgsz: Annotated[
         int | None,
@@ -68,6 +72,26 @@ def command(
         int | None,
         typer.Option("--stride", help="sliding: window step (default: the classifier's stride)."),
     ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            "--tile",
+            help="Tiled inference for large images: overlapping SIZE x SIZE tiles plus the "
+            "whole image, boxes merged across tiles.",
+            show_default=False,
+        ),
+    ] = None,
+    overlap: Annotated[
+        float, typer.Option("--overlap", help="--tile: fraction of a tile its neighbours share.")
+    ] = P.overlap,
+    merge: Annotated[
+        Merge,
+        typer.Option(
+            "--merge",
+            help="--tile: drop overlapping boxes (nms) or join them into their union (nmm, "
+            "re-joins objects cut by a tile border).",
+        ),
+    ] = Merge(P.merge),
 ) -> None:
     """Detect objects and save annotated images / videos into a new run folder, with optional
     YOLO label files (--save-txt) and a COCO results list (--save-json). Exit code 1 when some
@@ -79,7 +103,7 @@ def command(
 
     cfg = PredictConfig(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=classes, batch=batch,
-        method=method, scales=scales, stride=stride,
+        method=method, scales=scales, stride=stride, tile=tile, overlap=overlap, merge=merge,
     )  # fmt: skip
     out_console = err_console if save_json == "-" else console  # keep stdout clean for JSON
     json_target = sys.stdout if save_json == "-" else save_json
@@ -159,7 +183,7 @@ def print_summary(s, out) -> None:
                 table.add_row(str(k), escape(name), str(n))
         out.print(table)
     ms = s.ms
-    size = f"at {s.imgsz}x{s.imgsz} " if s.method == "yolo" else f"({s.method}) "
+    size = f"at letterbox {s.imgsz} " if s.method == "yolo" else f"({s.method}) "
     out.print(
         f"Speed: {ms['pre']:.1f} ms pre-process, {ms['inference']:.1f} ms inference, "
         f"{ms['post']:.1f} ms post-process per image {size}on {s.device}; "

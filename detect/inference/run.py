@@ -68,7 +68,8 @@ def run_predict(
 
     Args:
         sources: image files, folders (recursive), globs, video files, camera indices.
-        weights: a weights path (or a model in memory).
+        weights: a weights path, an exported model (`.onnx` file, OpenVINO folder), or a
+            model in memory.
         cfg: thresholds, input size, batch, method.
         out: the run folder to create (`out`, else `out-2`, ...; never overwritten); made only
             when images or label files are saved.
@@ -103,7 +104,8 @@ def run_predict(
     summary = PredictSummary(
         names=predictor.names, run_dir=run_dir, sources=list(stats.values()),
         class_counts=np.zeros(max(len(predictor.names), 1), np.int64),
-        imgsz=predictor.imgsz, device=str(predictor.device), method=Method(cfg.method).value,
+        imgsz=predictor.imgsz, method=Method(cfg.method).value,
+        device=f"cpu ({predictor.runtime})" if predictor.exported else str(predictor.device),
     )  # fmt: skip
     tally = _Tally(summary, stats, outputs, total, callback)
     ok = False
