@@ -25,6 +25,9 @@ ALLOWED_DEFERRED = {
     ("detect.models.export", "openvino"),
     ("detect.runtime", "onnxruntime"),
     ("detect.runtime", "openvino"),
+    # `detect predict --weights model.onnx` never imports torch (~2.7 s): run_predict loads the
+    # PyTorch predictor only for PyTorch weights
+    ("detect.inference.run", "detect.inference.predictor"),
 }
 
 

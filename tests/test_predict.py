@@ -20,8 +20,10 @@ from torch import nn
 from detect.data._common import make_record
 from detect.data.types import DatasetRecords
 from detect.errors import DetectError
-from detect.inference import PredictConfig, Predictor, predict_records, run_predict
+from detect.inference import PredictConfig, run_predict
+from detect.inference.dataset import predict_records
 from detect.inference.draw import PALETTE_BGR, draw_detections, text_color
+from detect.inference.predictor import Predictor
 from detect.inference.sources import expand_sources, iter_frames
 
 

@@ -9,6 +9,8 @@ must give the same detections (same classes, boxes within 0.5 px) through the sa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import cv2
@@ -19,7 +21,8 @@ from typer.testing import CliRunner
 
 from detect import tiling
 from detect.cli.main import app
-from detect.inference import PredictConfig, Predictor, run_predict
+from detect.inference import PredictConfig, run_predict
+from detect.inference.predictor import Predictor
 from detect.models import load_weights
 from detect.models.export import _openvino, export_metadata, export_model
 from detect.resources import shapes_weights
@@ -231,3 +234,19 @@ def test_cli_predict_exported_with_tiles(exported, tmp_path):
         assert rows and {row["file_name"] for row in rows} == {"big.png"}
     r = CliRunner().invoke(app, ["predict", str(big), "--tile", "8", "--no-images"])
     assert "--tile must be >= 32" in str(r.exception)  # run() prints it as `error: ...`
+
+
+def test_exported_predict_never_imports_torch(images, exported, tmp_path):
+    """The whole `detect predict --weights model.onnx` process, PyTorch never loaded."""
+    out = tmp_path / "run"
+    argv = ["detect", "predict", str(images[0]), "--weights", str(exported["onnx"]), "--out",
+            str(out), "--save-txt"]  # fmt: skip
+    code = (
+        f"import sys\nsys.argv = {argv!r}\nfrom detect.cli.main import run\n"
+        "try:\n    run()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print([m for m in ('torch', 'torchvision') if m in sys.modules])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    assert (out / images[0].name).is_file() and (out / "labels" / f"{images[0].stem}.txt").is_file()

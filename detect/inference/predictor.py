@@ -10,15 +10,15 @@ import numpy as np
 import torch
 
 from detect.errors import DetectError
-from detect.inference.backends import (
+from detect.inference.backends import SlidingBackend, YoloBackend
+from detect.inference.loading import load_model, model_device, model_imgsz, model_names, unwrap
+from detect.inference.torchfree import (
     Backend,
-    RuntimeBackend,
-    SlidingBackend,
+    ExportedPredictor,
     TiledBackend,
     Times,
-    YoloBackend,
+    check_classes,
 )
-from detect.inference.loading import load_model, model_device, model_imgsz, model_names, unwrap
 from detect.runtime import ExportedModel
 from detect.settings import Method, PredictConfig
 
@@ -51,27 +51,13 @@ class Predictor:
         self.net = unwrap(self.model)
         self.device = torch.device("cpu") if self.exported else model_device(self.net)
         self.names = model_names(self.net, self.meta)
-        bad = [c for c in self.cfg.classes or () if not 0 <= c < len(self.names)]
-        if bad:
-            raise DetectError(
-                f"--classes {bad[0]}: the model has classes 0..{len(self.names) - 1} "
-                f"({', '.join(self.names[:6])}{', ...' if len(self.names) > 6 else ''})"
-            )
+        check_classes(self.cfg, self.names)
         self.imgsz = self.cfg.imgsz or model_imgsz(self.net, self.meta)
         self.backend: Backend
         self.times: Times = {"pre": 0.0, "inference": 0.0, "post": 0.0}
         self.images = 0
-        if self.exported:
-            if self.cfg.method != Method.yolo:
-                raise DetectError(f"--method {self.cfg.method} needs window classifier weights")
-            if not self.model.dynamic and self.imgsz != self.model.imgsz:
-                raise DetectError(
-                    f"{self.model.path}: this export takes {self.model.imgsz} x "
-                    f"{self.model.imgsz} inputs only (--imgsz {self.imgsz})"
-                )
-            self.backend = RuntimeBackend(self.model, self.cfg, self.imgsz)
-            if self.cfg.tile:
-                self.backend = TiledBackend(self.backend, self.cfg)
+        if self.exported:  # the torch-free predictor's checks and backend
+            self.backend = ExportedPredictor(self.model, self.cfg).backend
             return
         arch = getattr(getattr(self.net, "cfg", None), "arch", None)
         method = self.cfg.method
