@@ -71,7 +71,8 @@ def letterbox_batch(
 
 
 def map_back_np(dets: np.ndarray, meta: Letterboxed) -> np.ndarray:
-    """`map_back` for numpy rows (detect.runtime.postprocess's)."""
+    """Rows `(x1, y1, x2, y2, score, class)` in input pixels (`detect.runtime.postprocess`'s)
+    -> a float32 ndarray[K, 6] with the boxes in original pixels, clipped to the image."""
     d = np.array(dets, dtype=np.float32).reshape(-1, 6)
     if len(d):
         d[:, :4] = runtime.unletterbox_boxes(d[:, :4], meta.scale, meta.pad, meta.orig_hw)
