@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+# sahi: the tiling tests' oracle. --no-deps: it requires opencv-python, whose cv2 would replace
+# opencv-python-headless's; what it imports is in the dev extra.
+	$(PY) -m pip install --quiet --no-deps "sahi==0.12.8"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,9 +1,13 @@
 """`detect predict` vs `yolo predict` (ultralytics), side by side in one run.
 
-1. End to end: wall time of the whole `detect predict DIR --imgsz 320` process (imports, decoding,
-   inference, drawing, saving 200 annotated images) next to the whole
-   `yolo predict model=yolov8n.yaml source=DIR imgsz=320 device=cpu save=True` process, run
-   alternately, medians.
+1. End to end: wall time and peak RSS of whole processes on the same 200 `detect synth` images at
+   320 with annotated images saved, run interleaved (each command once per round), medians:
+   - `detect predict DIR --weights W` (PyTorch), and on W exported by `detect export` to OpenVINO
+     (f32) and ONNX (`--weights W_openvino/`, `--weights W.onnx`: torch is never imported);
+   - `yolo predict model=yolov8n_openvino_model` (`yolo export model=yolov8n.yaml
+     format=openvino imgsz=320`, one command: ultralytics' fastest CPU path) and
+     `yolo predict model=yolov8n.yaml` (PyTorch), both `imgsz=320 device=cpu save=True`;
+   then the same commands on one image (start-up).
 2. Forward latency at batch 1 and 16 at 320: our detector (BN fused, as predict runs it) next to
    YOLOv8n (fused, as ultralytics' predictor runs it), interleaved, medians.
 3. Streaming: peak RSS of `detect predict` on a 3000-frame video vs a 300-frame one (annotated
@@ -13,7 +17,7 @@ Needs the bench extra (`.venv/bin/pip install -e ".[bench]"`: ultralytics-opencv
 YOLO_OFFLINE=1 keeps ultralytics from probing the network (its font download for PIL labels is
 never needed: predict draws ASCII labels with OpenCV).
 
-    .venv/bin/python bench/predict.py [--runs 3] [--weights W] [--skip-memory]
+    .venv/bin/python bench/predict.py [--runs 3] [--weights W] [--skip-memory] [--skip-forward]
 """
 
 from __future__ import annotations
@@ -52,6 +56,18 @@ def sh(cmd: list[str], env: dict | None = None, label: str | None = None) -> flo
         cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
         CPU.setdefault(label, []).append(cpu)
     return dt
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one process (its own rusage, via wait4)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
+    return dt, usage.ru_maxrss / 1024
 
 
 def peak_rss_mb(cmd: list[str]) -> float:
@@ -125,6 +141,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--weights", help="default: shipped weights if present, else untrained tiny")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-forward", action="store_true")
     args = ap.parse_args()
     if shutil.which("yolo", path=str(BIN)) is None:
         sys.exit("ultralytics is missing: .venv/bin/pip install -e '.[bench]'")
@@ -140,34 +157,58 @@ def main() -> None:
         sh([str(BIN / "detect"), "synth", str(tmp / "data"), "--train", str(args.images),
             "--val", "1", "--seed", "7"])  # fmt: skip
         images = tmp / "data" / "images" / "train"
-        ours_cmd = [str(BIN / "detect"), "predict", str(images), "--imgsz", "320",
-                    "--weights", str(weights), "--device", "cpu"]  # fmt: skip
-        yolo_cmd = [str(BIN / "yolo"), "predict", "model=yolov8n.yaml", f"source={images}",
-                    "imgsz=320", "device=cpu", "save=True", f"project={tmp / 'yolo'}"]  # fmt: skip
+        one = tmp / "one"
+        one.mkdir()
+        shutil.copy(sorted(images.iterdir())[0], one)
+        for fmt, name in (("onnx", "tiny.onnx"), ("openvino", "tiny_openvino")):
+            sh([str(BIN / "detect"), "export", str(weights), "--format", fmt, "--out",
+                str(tmp / name)])  # fmt: skip
+        v8_export = [str(BIN / "yolo"), "export", "model=yolov8n.yaml", "format=openvino"]
+        subprocess.run([*v8_export, "imgsz=320"], cwd=tmp, env=ENV, check=True, capture_output=True)
+        v8_ov = tmp / "yolov8n_openvino_model"
+        detect = [str(BIN / "detect"), "predict"]
 
-        # `yolo` as users run it, and with the OpenMP policy `detect predict` sets for itself
-        # (OMP_WAIT_POLICY=PASSIVE), so the comparison does not hinge on that one setting.
-        passive = {**ENV, "OMP_WAIT_POLICY": "PASSIVE"}
-        t_ours, t_yolo, t_yolo_p = [], [], []
-        for r in range(args.runs):
-            t_ours.append(sh([*ours_cmd, "--out", str(tmp / "ours" / f"r{r}")], label="detect"))
-            t_yolo.append(sh([*yolo_cmd, f"name=r{r}"], label="yolo"))
-            t_yolo_p.append(sh([*yolo_cmd, f"name=p{r}"], env=passive, label="yolo-passive"))
-            print(f"  run {r + 1}: detect {t_ours[-1]:.2f} s   yolo {t_yolo[-1]:.2f} s   "
-                  f"yolo (passive OpenMP) {t_yolo_p[-1]:.2f} s")  # fmt: skip
-        n_saved = len(list((tmp / "ours" / "r0").glob("*.jpg")))
-        n_saved_y = len(list((tmp / "yolo" / "r0").glob("*.jpg")))
-        a, y, yp = (statistics.median(t) for t in (t_ours, t_yolo, t_yolo_p))
-        print(f"end to end, {args.images} images at 320 (saved: detect {n_saved}, "
-              f"yolo {n_saved_y}), median of {args.runs}:")  # fmt: skip
-        print(f"  detect predict {a:.2f} s   yolo predict {y:.2f} s   speedup {y / a:.2f}x")
-        print(f"  yolo predict with OMP_WAIT_POLICY=PASSIVE {yp:.2f} s   speedup {yp / a:.2f}x")
-        c = {k: statistics.median(v) for k, v in CPU.items()}
-        print(f"  CPU s (user+sys): detect {c['detect']:.2f}   yolo {c['yolo']:.2f} "
-              f"({c['yolo'] / c['detect']:.2f}x)   yolo passive {c['yolo-passive']:.2f} "
-              f"({c['yolo-passive'] / c['detect']:.2f}x)")  # fmt: skip
+        def commands(src: Path, r: str) -> dict[str, list[str]]:
+            o = tmp / "out" / r
+            return {
+                "detect predict, tiny PyTorch": [*detect, str(src), "--weights", str(weights),
+                                                 "--device", "cpu", "--out", str(o / "pt")],
+                "detect predict, tiny OpenVINO f32": [
+                    *detect, str(src), "--weights", str(tmp / "tiny_openvino"), "--out",
+                    str(o / "ov")],
+                "detect predict, tiny ONNX Runtime": [
+                    *detect, str(src), "--weights", str(tmp / "tiny.onnx"), "--out",
+                    str(o / "ort")],
+                "yolo predict, YOLOv8n OpenVINO": [
+                    str(BIN / "yolo"), "predict", f"model={v8_ov}", f"source={src}", "imgsz=320",
+                    "device=cpu", "save=True", f"project={o}", "name=yolo-ov"],
+                "yolo predict, YOLOv8n PyTorch": [
+                    str(BIN / "yolo"), "predict", "model=yolov8n.yaml", f"source={src}",
+                    "imgsz=320", "device=cpu", "save=True", f"project={o}", "name=yolo-pt"],
+            }  # fmt: skip
 
-        forward_latency(weights, args.runs)
+        for title, src, rounds in ((f"{args.images} images", images, args.runs),
+                                   ("one image (start-up)", one, args.runs)):  # fmt: skip
+            res: dict[str, list[tuple[float, float]]] = {}
+            for r in range(rounds):
+                for name, cmd in commands(src, f"{title[:3]}{r}").items():
+                    res.setdefault(name, []).append(timed(cmd))
+                line = "  ".join(f"{v[-1][0]:.2f}" for v in res.values())
+                print(f"  {title}, round {r + 1}: {line}", flush=True)
+            out0 = tmp / "out" / f"{title[:3]}0"
+            saved = {k: len(list((out0 / k).glob("*.jpg"))) for k in ("pt", "ov", "ort")}
+            print(f"\n{title}, whole processes, median of {rounds} interleaved runs "
+                  f"(annotated images saved by detect: {saved}):")  # fmt: skip
+            print("| command | wall s | peak RSS MiB | vs yolo OpenVINO | vs yolo PyTorch |")
+            print("|---|---:|---:|---:|---:|")
+            med = {k: statistics.median(t for t, _ in v) for k, v in res.items()}
+            for k, v in res.items():
+                print(f"| {k} | {med[k]:.2f} | {max(m for _, m in v):.0f} | "
+                      f"{med['yolo predict, YOLOv8n OpenVINO'] / med[k]:.2f}x | "
+                      f"{med['yolo predict, YOLOv8n PyTorch'] / med[k]:.2f}x |")  # fmt: skip
+
+        if not args.skip_forward:
+            forward_latency(weights, args.runs)
 
         if not args.skip_memory:
             rss = {}

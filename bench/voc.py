@@ -78,7 +78,7 @@ def score(records, dets) -> dict:
 
 
 def score_weights(weights: Path, records, imgsz: int | None) -> dict:
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
 
     t0 = time.perf_counter()
     dets = predict_records(records, str(weights), imgsz=imgsz, conf=0.001, iou=0.7, batch=16)

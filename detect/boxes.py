@@ -3,20 +3,51 @@
 One canonical format inside the project: `(x1, y1, x2, y2)` pixels, float32. IoU is continuous
 (no +1 pixel). `nms` and `batched_nms` have the signatures and results of `torchvision.ops`
 (they call its C++/CUDA kernel: measured as fast as anything written here, see bench/nms.py).
+
+Only that kernel is loaded, not the `torchvision` package: `import torchvision` costs ~2.3 s
+on a 2-core CPU, most of it `torch._dynamo` and `torchvision.models`, for one NMS op. The
+compiled library registers `torch.ops.torchvision.nms` on load (what torchvision's own
+`extension.py` does); `batched_nms` is torchvision's two strategies, re-stated here.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor
 
 from detect.errors import DetectError
 from detect.iou import pairwise_iou
 
 _FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def _load_torchvision_ops() -> None:
+    """Register torchvision's compiled ops (`torch.ops.torchvision.nms`) without importing the
+    torchvision package; a no-op when it is already imported."""
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 (registered already: torchvision was imported)
+        return
+    except (AttributeError, RuntimeError):
+        pass
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("detect needs torchvision (its compiled NMS kernel)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for name in ("_C_stable", "_C"):  # torchvision >= 0.26 names it _C_stable
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            lib = folder / f"{name}{suffix}"
+            if lib.is_file():
+                torch.ops.load_library(str(lib))
+                return
+    raise ImportError(f"torchvision's compiled ops (_C_stable.so) not found in {folder}")
+
+
+_load_torchvision_ops()
 
 
 def _check_boxes(boxes: Tensor, name: str = "boxes", batched: bool = False) -> None:
@@ -102,7 +133,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         Tensor[K] int64: indices of the kept boxes, by decreasing score.
     """
     _check_nms_args(boxes, scores)
-    return torchvision.ops.nms(boxes, scores, float(iou_threshold))
+    return torch.ops.torchvision.nms(boxes, scores, float(iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
@@ -119,7 +150,17 @@ def batched_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: f
     _check_nms_args(boxes, scores, classes)
     if boxes.shape[0] == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    return torchvision.ops.batched_nms(boxes, scores, classes, float(iou_threshold))
+    thr = float(iou_threshold)
+    # torchvision's choice: one NMS over class-shifted boxes, or an NMS per class for many boxes
+    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 100_000):
+        keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+        for k in torch.unique(classes):
+            idx = torch.where(classes == k)[0]
+            keep_mask[idx[torch.ops.torchvision.nms(boxes[idx], scores[idx], thr)]] = True
+        keep = torch.where(keep_mask)[0]
+        return keep[scores[keep].sort(descending=True)[1]]
+    offsets = classes.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
+    return torch.ops.torchvision.nms(boxes + offsets[:, None], scores, thr)
 
 
 def postprocess(

@@ -250,6 +250,13 @@ class Method(StrEnum):
     conv_sliding = "conv-sliding"  # the classifier as a conv net, one pass per scale (OverFeat)
 
 
+class Merge(StrEnum):
+    """How `--tile` merges the boxes of overlapping tiles and the whole image (detect.tiling)."""
+
+    nms = "nms"  # SAHI's NMS: a box overlapping a better one (IOS >= 0.5) is dropped
+    nmm = "nmm"  # SAHI's greedy non-maximum merging: matching boxes become their union
+
+
 @dataclass
 class PredictConfig:
     """How to predict; the defaults are `detect predict`'s."""
@@ -265,6 +272,14 @@ class PredictConfig:
     method: Method | str = Method.yolo  # a window classifier's weights need a sliding method
     scales: str | Sequence[int] | None = None  # sliding: window sides in px (None: its default)
     stride: int | None = None  # sliding: window step in pixels (None: the classifier's stride)
+    # letterbox to the smallest stride multiple holding the image (ultralytics' `auto`), not a
+    # square: a 4:3 photo at 320 runs at 256 x 320, same boxes (anchors are fractions of the
+    # long side)
+    rect: bool = True
+    tile: int | None = None  # tiled inference: tile side in image pixels (None: off)
+    overlap: float = 0.2  # tiles: fraction of the tile two neighbours share
+    merge: Merge | str = Merge.nms  # tiles: how boxes across tiles are merged
+    merge_threshold: float = 0.5  # tiles: boxes match at IOS (intersection / smaller) >= this
 
     def check(self) -> PredictConfig:
         """Raise DetectError for an impossible setting; `method` becomes a Method."""
@@ -282,4 +297,16 @@ class PredictConfig:
             raise DetectError(f"--max-det must be >= 1, got {self.max_det}")
         if self.batch < 1:
             raise DetectError(f"--batch must be >= 1, got {self.batch}")
+        if self.merge not in tuple(Merge):
+            raise DetectError(f"unknown --merge {self.merge!r} (use nms or nmm)")
+        self.merge = Merge(self.merge)
+        if self.tile is not None:
+            if self.tile < 32:
+                raise DetectError(f"--tile must be >= 32 pixels, got {self.tile}")
+            if self.method != Method.yolo:
+                raise DetectError("--tile works with --method yolo only")
+        if not 0.0 <= self.overlap < 1.0:
+            raise DetectError(f"--overlap must be in [0, 1), got {self.overlap}")
+        if not 0.0 <= self.merge_threshold <= 1.0:
+            raise DetectError(f"merge threshold must be in [0, 1], got {self.merge_threshold}")
         return self

@@ -30,6 +30,20 @@ def test_help_does_not_import_torch():
     assert r.stdout.strip() == "False", r.stderr
 
 
+def test_predict_path_loads_only_torchvisions_nms_kernel():
+    """`import torchvision` costs ~2.3 s (torch._dynamo, torchvision.models) for one NMS op:
+    the predict path registers the compiled kernel alone, and NMS still works."""
+    code = (
+        "import sys, torch, detect.inference\n"
+        "from detect.boxes import batched_nms\n"
+        "b = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10.0]])\n"
+        "k = batched_nms(b, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1]), 0.5)\n"
+        "print(k.tolist(), [m for m in ('torchvision', 'torch._dynamo') if m in sys.modules])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "[0, 2] []", r.stderr
+
+
 def test_new_run_dir_never_reuses(tmp_path):
     a = new_run_dir(tmp_path / "runs" / "predict")
     b = new_run_dir(tmp_path / "runs" / "predict")

@@ -176,7 +176,7 @@ def test_weights_form_equals_pred_form(tmp_path):
     COCO results JSON: the same scores."""
     pytest.importorskip("torch")
     from detect.data import load_dataset
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
     from detect.models import build_model
     from detect.models.config import ModelConfig
     from detect.models.weights_file import save_weights

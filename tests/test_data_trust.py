@@ -71,7 +71,7 @@ def test_case_11_voc_filename_without_extension():
         assert (x.id, x.path.name, x.width, x.height) == (y.id, y.path.name, y.width, y.height)
         np.testing.assert_array_equal(x.boxes, y.boxes)
         assert x.path.is_file()
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
 
     weights = REPO / "weights" / "shapes-tiny.safetensors"
     ja = evaluate(a, predict_records(a, str(weights))).to_json()

@@ -20,6 +20,14 @@ ALLOWED_DEFERRED = {
     ("detect.metrics.predictions", "orjson"),
     ("detect.metrics.predictions", "msgspec"),
     ("detect.models.export", "onnx"),
+    # the runtime of an exported model: only the one its format needs (openvino alone takes
+    # ~0.5 s to import), and a missing one is a DetectError naming it
+    ("detect.models.export", "openvino"),
+    ("detect.runtime", "onnxruntime"),
+    ("detect.runtime", "openvino"),
+    # `detect predict --weights model.onnx` never imports torch (~2.7 s): run_predict loads the
+    # PyTorch predictor only for PyTorch weights
+    ("detect.inference.run", "detect.inference.predictor"),
 }
 
 

@@ -20,8 +20,10 @@ from torch import nn
 from detect.data._common import make_record
 from detect.data.types import DatasetRecords
 from detect.errors import DetectError
-from detect.inference import PredictConfig, Predictor, predict_records, run_predict
+from detect.inference import PredictConfig, run_predict
+from detect.inference.dataset import predict_records
 from detect.inference.draw import PALETTE_BGR, draw_detections, text_color
+from detect.inference.predictor import Predictor
 from detect.inference.sources import expand_sources, iter_frames
 
 
@@ -73,7 +75,7 @@ def test_boxes_map_back_to_original_pixels_exactly():
         [10, 50, 110, 90, 1.0, 0.9, 0.1],  # -> (20, 20, 220, 100) class 0, score 0.9
         [300, 20, 330, 60, 0.5, 0.2, 0.8],  # -> (600, -40, 660, 40) clipped to (600, 0, 640, 40)
     ]
-    p = Predictor(FixedModel(rows), PredictConfig(conf=0.1))
+    p = Predictor(FixedModel(rows), PredictConfig(conf=0.1, rect=False))
     out = p([_img(480, 640)])[0]
     np.testing.assert_allclose(out[0], [20, 20, 220, 100, 0.9, 0], atol=1e-5)
     np.testing.assert_allclose(out[1], [600, 0, 640, 40, 0.4, 1], atol=1e-5)
@@ -81,7 +83,7 @@ def test_boxes_map_back_to_original_pixels_exactly():
     # 333 wide x 517 tall: scale 320/517, width round(333 * scale) = 206, left pad (320-206)//2.
     scale, padx = 320 / 517, (320 - 206) // 2
     rows = [[60, 10, 250, 300, 1.0, 1.0, 0.0]]
-    out = Predictor(FixedModel(rows), PredictConfig(conf=0.1))([_img(517, 333)])[0]
+    out = Predictor(FixedModel(rows), PredictConfig(conf=0.1, rect=False))([_img(517, 333)])[0]
     expect = [(60 - padx) / scale, 10 / scale, (250 - padx) / scale, 300 / scale]
     np.testing.assert_allclose(out[0, :4], expect, atol=1e-3)
 
@@ -136,7 +138,8 @@ def test_predict_records_uses_imgsz_and_batch(tmp_path):
     records = DatasetRecords(["a"], recs, [0], "yaml", tmp_path, "val")
     model = FixedModel([[0, 0, 1, 1, 1.0, 1.0]], names=["a"])
     predict_records(records, model, imgsz=96, batch=2)
-    assert model.calls == [(2, 3, 96, 96), (2, 3, 96, 96), (1, 3, 96, 96)]
+    # 80 x 50 at 96: resized to 96 x 60, the rectangular letterbox pads it to 96 x 64
+    assert model.calls == [(2, 3, 64, 96), (2, 3, 64, 96), (1, 3, 64, 96)]
 
 
 # --------------------------------------------------------------------------- sources
@@ -237,7 +240,7 @@ def test_mixed_sources_corrupt_file_json_and_txt(tmp_path):
     s = run_predict(
         [str(folder), str(single), str(tmp_path / "v.mp4")],
         model,
-        PredictConfig(conf=0.25, batch=3),
+        PredictConfig(conf=0.25, batch=3, rect=False),
         out=tmp_path / "runs" / "predict",
         save_txt=True,
         save_json=buf,

@@ -61,7 +61,9 @@ def test_cli_json_to_stdout_is_pure_json(tmp_path, fake_model):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [(x["image_id"], x["category_id"]) for x in rows] == [(0, 0), (1, 0)]
-    assert rows[0]["bbox"] == [20.0, 20.0, 200.0, 80.0]
+    # input rows (10, 50, 110, 90); 640x480 -> 320x240 in the 256 x 320 rectangular letterbox
+    # (8 px of padding at the top): x / 0.5, (y - 8) / 0.5
+    assert rows[0]["bbox"] == [20.0, 84.0, 200.0, 80.0]
 
 
 def test_cli_corrupt_file_exit_1_others_processed(tmp_path, fake_model):

@@ -35,7 +35,7 @@ def synth_val(tmp_path_factory):
 
 def test_predict_records_with_shipped_weights(synth_val):
     from detect.data import load_dataset
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
     from detect.metrics import evaluate
 
     gt = load_dataset(synth_val / "data.yaml", split="val")

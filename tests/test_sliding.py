@@ -159,7 +159,7 @@ def test_bad_arguments_raise_detect_error() -> None:
 
 def test_bench_methods_sliding_and_conv_sliding_agree(tmp_path) -> None:
     from detect.data import load_dataset
-    from detect.inference import bench_methods
+    from detect.inference.dataset import bench_methods
     from detect.inference.sliding import count_windows
     from detect.models.weights_file import save_weights
     from detect.synth import SynthConfig, make_synth
@@ -208,7 +208,7 @@ def test_detect_bench_cli_table_and_plot(tmp_path) -> None:
 
 def test_shipped_window_weights_find_fresh_synth_objects(tmp_path) -> None:
     from detect.data import load_dataset, read_image
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
     from detect.inference.sliding import to_tensor
     from detect.metrics.evaluate import evaluate
     from detect.models.weights_file import load_weights

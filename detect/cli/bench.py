@@ -86,7 +86,7 @@ def command(
     from rich.table import Table
 
     from detect.data import load_dataset
-    from detect.inference import bench_methods
+    from detect.inference.dataset import bench_methods
     from detect.inference.sliding import DEFAULT_SCALES, parse_scales
     from detect.resources import data_dir, shapes_weights
 

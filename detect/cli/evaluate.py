@@ -140,7 +140,7 @@ def _predict(data, weights, split, images, conf, iou, max_det, imgsz, device, ba
     from detect.cli.common import default_weights
     from detect.data import load_dataset
     from detect.device import select_device
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
 
     gt = load_dataset(data, split=split, images=images, report=report)
     weights = weights or [default_weights()]

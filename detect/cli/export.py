@@ -1,4 +1,4 @@
-"""`detect export`: a weights file to ONNX or TorchScript (decoded output, dynamic batch)."""
+"""`detect export`: a weights file to ONNX, OpenVINO or TorchScript (decoded output, before NMS)."""
 
 from __future__ import annotations
 
@@ -18,31 +18,41 @@ def command(
     weights: Annotated[
         str, typer.Argument(help="Weights file (.safetensors).", show_default=False)
     ],
-    format: Annotated[str, typer.Option("--format", help="onnx | torchscript.")] = "onnx",
+    format: Annotated[
+        str, typer.Option("--format", help="onnx | openvino | torchscript.")
+    ] = "onnx",
     imgsz: Annotated[
         int | None,
-        typer.Option("--imgsz", help="Fixed input side of the export (default: trained size)."),
+        typer.Option("--imgsz", help="Letterbox side recorded in the export (default: trained)."),
     ] = None,
     out: Annotated[
         str | None,
-        typer.Option("--out", help="Output file (default: beside W, .onnx / .torchscript)."),
+        typer.Option(
+            "--out",
+            help="Output (default: beside W: W.onnx, W.torchscript, or the folder W_openvino/).",
+        ),
     ] = None,
 ) -> None:
-    """Export for deployment: input images[B,3,S,S] RGB 0..1, output [B,N,5+C] before NMS.
+    """Export for deployment: input images[B,3,H,W] RGB 0..1, output [B,N,5+C] before NMS.
 
-    Rows are (x1, y1, x2, y2) input pixels, objectness, class probabilities; the batch axis is
-    dynamic, the input side fixed.
+    Rows are (x1, y1, x2, y2) input pixels, objectness, class probabilities. Batch, height and
+    width are dynamic (H and W multiples of 32, e.g. a rectangular letterbox). Class names, input
+    size, anchors and the training summary travel inside (OpenVINO: metadata.json), so
+    `detect predict --weights EXPORT` needs nothing else.
     """
     from pathlib import Path
 
     from detect.errors import DetectError
     from detect.models import load_weights
-    from detect.models.export import FORMATS, export_model
+    from detect.models.export import FORMATS, default_output, export_model
 
     if format not in FORMATS:
-        raise DetectError(f"unknown export format {format!r} (expected onnx or torchscript)")
+        raise DetectError(f"unknown export format {format!r} (expected {', '.join(FORMATS)})")
     model, meta = load_weights(weights)
     size = imgsz or int(meta.get("imgsz") or 320)
-    dst = Path(out) if out else Path(weights).with_suffix(FORMATS[format])
+    dst = default_output(weights, format) if out is None else Path(out)
     path = export_model(model, format, dst, size, meta)
-    console.print(f"exported {format} ({size} x {size}, dynamic batch) to {path}", highlight=False)
+    console.print(
+        f"exported {format} (letterbox {size}, dynamic batch, height and width) to {path}",
+        highlight=False,
+    )

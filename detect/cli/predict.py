@@ -9,7 +9,7 @@ import typer
 from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console, parse_classes
 from detect.cli.text import plural
 from detect.errors import DetectError
-from detect.settings import Method, PredictConfig
+from detect.settings import Merge, Method, PredictConfig
 
 P = PredictConfig  # the defaults below are its
 
@@ -35,7 +35,9 @@ def command(
         str | None,
         typer.Option(
             "--weights",
-            help="Weights file (default: the shipped VOC model, weights/voc-tiny.safetensors).",
+            help="Weights file (default: the shipped VOC model, weights/voc-tiny.safetensors), "
+            "or a model exported by `detect export` (.onnx file, OpenVINO folder): run on the "
+            "CPU without PyTorch.",
         ),
     ] = None,
     imgsz: Annotated[
@@ -103,6 +105,26 @@ def command(
         int | None,
         typer.Option("--stride", help="sliding: window step (default: the classifier's stride)."),
     ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            "--tile",
+            help="Tiled inference for large images: overlapping SIZE x SIZE tiles plus the "
+            "whole image, boxes merged across tiles.",
+            show_default=False,
+        ),
+    ] = None,
+    overlap: Annotated[
+        float, typer.Option("--overlap", help="--tile: fraction of a tile its neighbours share.")
+    ] = P.overlap,
+    merge: Annotated[
+        Merge,
+        typer.Option(
+            "--merge",
+            help="--tile: drop overlapping boxes (nms) or join them into their union (nmm, "
+            "re-joins objects cut by a tile border).",
+        ),
+    ] = Merge(P.merge),
 ) -> None:
     """Detect objects and save annotated images / videos into a new run folder, with optional
     YOLO label files (--save-txt), crops (--save-crop) and a COCO results list (--save-json).
@@ -119,6 +141,7 @@ def command(
     cfg = PredictConfig(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=parse_classes(classes),
         batch=batch, method=method, scales=scales, stride=stride, agnostic_nms=agnostic_nms,
+        tile=tile, overlap=overlap, merge=merge,
     )  # fmt: skip
     save = SaveOptions(
         images=not no_images, txt=save_txt, conf=save_conf, crop=save_crop,
@@ -231,7 +254,7 @@ def print_summary(s, out) -> None:
                 table.add_row(str(k), escape(name), str(n))
         out.print(table)
     ms = s.ms
-    size = f"at {s.imgsz}x{s.imgsz}" if s.method == "yolo" else f"({s.method})"
+    size = f"at letterbox {s.imgsz}" if s.method == "yolo" else f"({s.method})"
     out.print(
         f"{plural(s.frames, 'frame')}, {plural(s.detections, 'detection')} in "
         f"{s.seconds:.1f} s {size} on {s.device}",

@@ -9,34 +9,24 @@ slid by cropping or convolutionally, `sliding.py`). On top of it:
 
 Reading runs one step ahead in a background thread (`stream.py`) and nothing is accumulated: a
 folder or a video of any length streams through in constant memory. Never prints.
+
+This package's namespace imports no torch (`run_predict` of an exported model, `torchfree.py`,
+never loads it): the PyTorch side is imported from its modules, `detect.inference.predictor`
+(`Predictor`), `detect.inference.dataset` (`predict_images`, `predict_records`,
+`bench_methods`), `detect.inference.loading`.
 """
 
-from detect.inference.dataset import (
-    BenchRow,
-    ImagesResult,
-    bench_methods,
-    predict_images,
-    predict_records,
-)
-from detect.inference.loading import check_class_names, load_model, model_imgsz, model_names
-from detect.inference.predictor import Predictor
-from detect.inference.run import PredictSummary, SourceStats, run_predict
-from detect.settings import Method, PredictConfig
+from detect.inference.run import PredictSummary, SourceStats, make_predictor, run_predict
+from detect.inference.torchfree import ExportedPredictor
+from detect.settings import Merge, Method, PredictConfig
 
 __all__ = [
-    "BenchRow",
-    "ImagesResult",
+    "ExportedPredictor",
+    "Merge",
     "Method",
     "PredictConfig",
     "PredictSummary",
-    "Predictor",
     "SourceStats",
-    "bench_methods",
-    "check_class_names",
-    "load_model",
-    "model_imgsz",
-    "model_names",
-    "predict_images",
-    "predict_records",
+    "make_predictor",
     "run_predict",
 ]

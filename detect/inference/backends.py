@@ -8,62 +8,43 @@ seconds it spent to `times["pre"]`, `times["inference"]` and `times["post"]`.
   model's device (`detect.boxes.postprocess`) -> boxes mapped back (`unletterbox_boxes`).
 - `SlidingBackend`: a window classifier slid over each image (`detect.inference.sliding`), by
   cropping or convolutionally; its time counts as inference.
+
+The torch-free ones (an exported model's `RuntimeBackend`, `TiledBackend` around either, the
+batch letterbox) are in `detect.inference.torchfree`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from detect.boxes import postprocess
-from detect.data.transforms import letterbox, unletterbox_boxes
+from detect.data.transforms import unletterbox_boxes
 from detect.inference.sliding import WindowStats, detect_windows, parse_scales
+from detect.inference.torchfree import Letterboxed, Times, letterbox_batch
 from detect.models import to_conv
 from detect.settings import Method, PredictConfig
 
-Times = dict[str, float]  # seconds per stage: "pre", "inference", "post"
 
-
-class Backend(Protocol):
-    def __call__(self, images: Sequence[np.ndarray], times: Times) -> list[np.ndarray]: ...
-
-
-@dataclass
-class Letterboxed:
-    """Where one image went inside the square input: what mapping back needs."""
-
-    scale: float
-    pad: tuple[float, float]  # (padx, pady) pixels added left / top
-    orig_hw: tuple[int, int]
-
-
-def letterbox_batch(images: Sequence[np.ndarray], imgsz: int) -> tuple[np.ndarray, list]:
-    """Letterbox BGR images into one RGB uint8 array [B, S, S, 3] and their geometry."""
-    out = np.empty((len(images), imgsz, imgsz, 3), np.uint8)  # [B,S,S,3]
-    metas = []
-    for i, img in enumerate(images):
-        lb, scale, pad = letterbox(img, imgsz)
-        cv2.cvtColor(lb, cv2.COLOR_BGR2RGB, dst=out[i])  # the models are trained on RGB
-        metas.append(Letterboxed(float(scale), (float(pad[0]), float(pad[1])), img.shape[:2]))
-    return out, metas
+def model_stride(net: object) -> int:
+    """The input sides must be multiples of this: the model's largest stride (32 if unknown)."""
+    strides = getattr(net, "strides", None) or [getattr(net, "stride", 32)]
+    return max(32, *(int(s) for s in strides))
 
 
 def to_input(batch_rgb: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 [B, S, S, 3] RGB -> float Tensor[B, 3, S, S] in 0..1 on `device`.
+    """uint8 [B, H, W, 3] RGB -> float Tensor[B, 3, H, W] in 0..1 on `device`.
 
     The uint8 array crosses to the device (4x fewer bytes than float). The result keeps the
     NHWC layout in memory (channels_last): no transposing copy, and oneDNN convolutions run
     ~25% faster on it than on NCHW (bench/README.md, Predict).
     """
-    x = torch.from_numpy(batch_rgb).to(device, non_blocking=True)  # [B,S,S,3]
-    return x.permute(0, 3, 1, 2).float().div_(255.0)  # [B,3,S,S] channels_last
+    x = torch.from_numpy(batch_rgb).to(device, non_blocking=True)  # [B,H,W,3]
+    return x.permute(0, 3, 1, 2).float().div_(255.0)  # [B,3,H,W] channels_last
 
 
 def map_back(dets: torch.Tensor, meta: Letterboxed) -> np.ndarray:
@@ -86,12 +67,13 @@ class YoloBackend:
 
     def __init__(self, net: nn.Module, cfg: PredictConfig, imgsz: int, device: torch.device):
         self.net, self.cfg, self.imgsz, self.device = net, cfg, imgsz, device
+        self.stride = model_stride(net)
 
     def __call__(self, images: Sequence[np.ndarray], times: Times) -> list[np.ndarray]:
         c = self.cfg
         t0 = time.perf_counter()
-        batch, metas = letterbox_batch(images, self.imgsz)
-        x = to_input(batch, self.device)  # [B,3,S,S]
+        batch, metas = letterbox_batch(images, self.imgsz, c.rect, self.stride)
+        x = to_input(batch, self.device)  # [B,3,H,W]
         _sync(self.device)
         t1 = time.perf_counter()
         decoded = self.net.predict(x)  # [B,N,5+C]

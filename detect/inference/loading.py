@@ -1,4 +1,5 @@
-"""A model to predict with: from memory or a weights file, with its input size and classes."""
+"""A model to predict with: from memory, a weights file or an exported model (an ONNX file or an
+OpenVINO folder of `detect export`, run by detect.runtime), with its input size and classes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import nn
 from detect.device import select_device
 from detect.errors import DetectError
 from detect.models import load_weights
+from detect.runtime import ExportedModel, is_exported, load_exported
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -29,11 +31,25 @@ def model_device(model: nn.Module) -> torch.device:
 def load_model(model_or_weights: Any, device: str | torch.device = "cpu") -> tuple[Any, dict]:
     """A model in memory is returned as is (never moved); a path is loaded onto `device`.
 
-    Returns (model, meta) where meta is the weights' metadata ({} for a model in memory).
-    Raises DetectError for a missing or bad weights file, or something that is not a model.
+    An exported model (`.onnx` file, OpenVINO folder) loads as a `detect.runtime.ExportedModel`
+    on the CPU (ONNX Runtime / OpenVINO).
+    Returns (model, meta) where meta is the weights' metadata ({} for a model in memory; an
+    exported model's: names, imgsz, stride, config, training summary).
+    Raises DetectError for a missing or bad weights file, something that is not a model, or an
+    exported model asked to run on another device than the CPU.
     """
+    if isinstance(model_or_weights, ExportedModel):
+        return model_or_weights, dict(model_or_weights.meta)
     if isinstance(model_or_weights, (str, Path)):
         path = Path(model_or_weights)
+        if is_exported(path):
+            if str(device) not in ("auto", "cpu"):
+                raise DetectError(
+                    f"{path}: an exported model runs on the CPU (ONNX Runtime / OpenVINO); "
+                    f"use the .safetensors weights for --device {device}"
+                )
+            model = load_exported(path)
+            return model, dict(model.meta)
         if not path.is_file():
             raise DetectError(f"weights file not found: {path}")
         if isinstance(device, str):

@@ -10,14 +10,24 @@ import numpy as np
 import torch
 
 from detect.errors import DetectError
-from detect.inference.backends import Backend, SlidingBackend, Times, YoloBackend
+from detect.inference.backends import SlidingBackend, YoloBackend
 from detect.inference.loading import load_model, model_device, model_imgsz, model_names, unwrap
+from detect.inference.torchfree import (
+    Backend,
+    ExportedPredictor,
+    TiledBackend,
+    Times,
+    check_classes,
+)
+from detect.runtime import ExportedModel
 from detect.settings import Method, PredictConfig
 
 
 class Predictor:
     """A model (in memory, or a weights path loaded onto `device`) and the backend its method
-    needs: `Predictor(model, PredictConfig(method=...))(images)`.
+    needs: `Predictor(model, PredictConfig(method=...))(images)`. An exported model (`.onnx`
+    file or OpenVINO folder of `detect export`) runs on the CPU through detect.runtime with the
+    class names and input size it carries; `cfg.tile` wraps the backend in tiled inference.
 
     `predictor(images)` takes BGR uint8 images of any sizes and returns one float32
     ndarray[K, 6] per image: rows (x1, y1, x2, y2, score, class), boxes in original pixels, by
@@ -37,16 +47,18 @@ class Predictor:
     ) -> None:
         self.cfg = (cfg or PredictConfig()).check()
         self.model, self.meta = load_model(model_or_weights, device)
+        self.exported = isinstance(self.model, ExportedModel)
         self.net = unwrap(self.model)
-        self.device = model_device(self.net)
+        self.device = torch.device("cpu") if self.exported else model_device(self.net)
         self.names = model_names(self.net, self.meta)
-        bad = [c for c in self.cfg.classes or () if not 0 <= c < len(self.names)]
-        if bad:
-            raise DetectError(
-                f"--classes {bad[0]}: the model has classes 0..{len(self.names) - 1} "
-                f"({', '.join(self.names[:6])}{', ...' if len(self.names) > 6 else ''})"
-            )
+        check_classes(self.cfg, self.names)
         self.imgsz = self.cfg.imgsz or model_imgsz(self.net, self.meta)
+        self.backend: Backend
+        self.times: Times = {"pre": 0.0, "inference": 0.0, "post": 0.0}
+        self.images = 0
+        if self.exported:  # the torch-free predictor's checks and backend
+            self.backend = ExportedPredictor(self.model, self.cfg).backend
+            return
         arch = getattr(getattr(self.net, "cfg", None), "arch", None)
         method = self.cfg.method
         if method == Method.yolo and arch == "window":
@@ -58,21 +70,29 @@ class Predictor:
                 f"--method {method} needs window classifier weights "
                 f"(e.g. weights/shapes-window.safetensors), got a '{arch}' detector"
             )
-        self.backend: Backend
         if method == Method.yolo:
             if isinstance(model_or_weights, (str, Path)):
                 fuse = getattr(self.net, "fuse", None)
                 if callable(fuse):  # our own copy: fold BN into the convs (fewer kernels)
                     fuse()
             self.backend = YoloBackend(self.net, self.cfg, self.imgsz, self.device)
+            if self.cfg.tile:
+                self.backend = TiledBackend(self.backend, self.cfg)
         else:
             self.backend = SlidingBackend(self.net, self.cfg, self.device)
-        self.times: Times = {"pre": 0.0, "inference": 0.0, "post": 0.0}
-        self.images = 0
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model: "pytorch", "onnxruntime" or "openvino"."""
+        return self.model.backend if self.exported else "pytorch"
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not len(images):
             return []
+        if self.exported:
+            out = self.backend(images, self.times)
+            self.images += len(images)
+            return out
         was_training = self.net.training
         self.net.eval()
         try:

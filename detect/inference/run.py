@@ -13,9 +13,10 @@ import numpy as np
 from detect.errors import DetectError
 from detect.files import new_run_dir
 from detect.inference.outputs import JsonRows, Outputs, SaveOptions
-from detect.inference.predictor import Predictor
 from detect.inference.sources import Frame, count_frames, expand_sources, iter_frames
 from detect.inference.stream import prefetch
+from detect.inference.torchfree import ExportedPredictor
+from detect.runtime import ExportedModel, is_exported
 from detect.settings import Method, PredictConfig
 
 
@@ -72,7 +73,8 @@ def run_predict(
 
     Args:
         sources: image files, folders (recursive), globs, video files, camera indices.
-        weights: a weights path (or a model in memory).
+        weights: a weights path, an exported model (`.onnx` file, OpenVINO folder), or a
+            model in memory.
         cfg: thresholds, input size, batch, method.
         out: the run folder to create (`out`, else `out-2`, ...; never overwritten); made only
             when images or label files are saved.
@@ -99,7 +101,7 @@ def run_predict(
     if vid_stride < 1:
         raise DetectError(f"--vid-stride must be >= 1, got {vid_stride}")
     srcs = expand_sources(sources)
-    predictor = Predictor(weights, cfg, device)
+    predictor = make_predictor(weights, cfg, device)
     total = count_frames(srcs, vid_stride) if callback is not None else None
     stats: dict[str, SourceStats] = {}
     for s in srcs:
@@ -115,8 +117,8 @@ def run_predict(
     summary = PredictSummary(
         names=predictor.names, run_dir=run_dir, sources=list(stats.values()),
         class_counts=np.zeros(max(len(predictor.names), 1), np.int64),
-        imgsz=predictor.imgsz, device=str(predictor.device), method=Method(cfg.method).value,
-        total=total,
+        imgsz=predictor.imgsz, method=Method(cfg.method).value, total=total,
+        device=f"cpu ({predictor.runtime})" if predictor.exported else str(predictor.device),
     )  # fmt: skip
     tally = _Tally(summary, stats, outputs, total, callback)
     ok = False
@@ -143,7 +145,19 @@ def run_predict(
     return summary
 
 
-def _flush(predictor: Predictor, pending: list[Frame], tally: _Tally) -> None:
+def make_predictor(weights: Any, cfg: PredictConfig, device: str = "auto") -> Any:
+    """`ExportedPredictor` for an exported model (`.onnx` file, OpenVINO folder): this process
+    then never imports torch; else `Predictor` (PyTorch), imported only here."""
+    if isinstance(weights, ExportedModel) or (
+        isinstance(weights, (str, Path)) and is_exported(weights)
+    ):
+        return ExportedPredictor(weights, cfg, device)
+    from detect.inference.predictor import Predictor  # deferred: see the docstring
+
+    return Predictor(weights, cfg, device)
+
+
+def _flush(predictor: Any, pending: list[Frame], tally: _Tally) -> None:
     """Predict the good frames of `pending` in one batch, then write every frame in order."""
     results = iter(predictor([f.image for f in pending if f.error is None]))
     for f in pending:

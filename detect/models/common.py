@@ -17,7 +17,10 @@ YOLOv4's `scale_x_y` does, `s * sigmoid(t) - (s - 1) / 2`: still a sigmoid offse
 corner, but it can reach the centre of a box that sits just across the cell edge, so the
 neighbouring cells can train as positives too (s = 2 is YOLOv5's `2 * sigmoid - 0.5`); s = 1 is
 YOLOv2 exactly. The same functions serve training, prediction and
-export: no Python loop over data, the grid is built from tensor shapes (trace-friendly).
+export: no Python loop over data, the grid and the strides are built from tensor shapes, which
+a trace records (an export keeps height and width dynamic). Fixed anchors also make a
+rectangular letterbox (the square one with the padding cropped to a stride multiple) give the
+boxes of the square one.
 """
 
 from __future__ import annotations
@@ -75,6 +78,24 @@ def make_grid(h: int, w: int, like: Tensor) -> Tensor:
     return torch.stack((gx, gy), -1)  # [H,W,2]
 
 
+def _strides(raw: Tensor, input_hw: tuple[int, int] | tuple[Tensor, Tensor]) -> Tensor:
+    """Pixels per cell `Tensor[2]` (x, y), from the shapes.
+
+    Eager: Python ints, one small tensor. While tracing an export the sizes are 0-dim tensors,
+    and they are kept as tensors so the exported graph has dynamic height and width.
+    """
+    h, w = raw.shape[2], raw.shape[3]
+    in_h, in_w = input_hw[0], input_hw[1]
+    if not any(isinstance(v, Tensor) for v in (h, w, in_h, in_w)):
+        return torch.tensor([in_w / w, in_h / h], dtype=raw.dtype, device=raw.device)
+
+    def f(v: int | Tensor) -> Tensor:
+        v = v if isinstance(v, Tensor) else torch.tensor(v)
+        return v.to(device=raw.device, dtype=raw.dtype)
+
+    return torch.stack((f(in_w), f(in_h))) / torch.stack((f(w), f(h)))
+
+
 def decode_level(
     raw: Tensor, anchors: Tensor, input_hw: tuple[int, int], xy_scale: float = 1.0
 ) -> Tensor:
@@ -83,7 +104,8 @@ def decode_level(
     Args:
         raw: (tx, ty, tw, th, obj logit, class logits) per anchor and cell.
         anchors: `Tensor[A, 2]` (w, h) in input pixels (`Detector.anchor_pixels`).
-        input_hw: (height, width) of the network input in pixels.
+        input_hw: (height, width) of the network input in pixels (ints, or while tracing an
+            export the 0-dim tensors `x.shape` gives, so the sizes stay dynamic).
         xy_scale: sigmoid stretch of the centre offset (1: YOLOv2; see the module docstring).
 
     Returns:
@@ -91,10 +113,7 @@ def decode_level(
         class probabilities. Differentiable, for the training loss too.
     """
     h, w = raw.shape[2], raw.shape[3]
-    in_h, in_w = input_hw[0], input_hw[1]
-    stride = torch.stack((torch.as_tensor(in_w / w), torch.as_tensor(in_h / h))).to(
-        raw
-    )  # [2] (x, y) pixels per cell
+    stride = _strides(raw, input_hw)  # [2] (x, y) pixels per cell
     grid = make_grid(h, w, raw)  # [H,W,2]
     offset = raw[..., 0:2].sigmoid()  # [B,A,H,W,2] in 0..1 of the cell
     if xy_scale != 1.0:
@@ -159,7 +178,7 @@ class Detector(nn.Module):
         N = sum over levels of A * H_l * W_l, in level, anchor, row, column order (so row n of
         level l is `raw[l].flatten(1, 3)[:, n - offset_l]`).
         """
-        hw = (int(input_hw[0]), int(input_hw[1]))
+        hw = (input_hw[0], input_hw[1])  # not int(): a trace keeps them symbolic
         outs = []
         for i, p in enumerate(raw):
             d = decode_level(p, self.anchor_pixels[i], hw, self.cfg.xy_scale)  # [B,A,H,W,5+C]

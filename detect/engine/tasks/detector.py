@@ -24,7 +24,7 @@ from detect.data.dataset import collate_fn
 from detect.engine.optim import EpochSampler, unwrap
 from detect.engine.trainer import steps
 from detect.errors import DetectError
-from detect.inference import predict_records
+from detect.inference.dataset import predict_records
 from detect.losses import DetectionLoss, LossConfig
 from detect.metrics import evaluate
 from detect.models import ModelConfig, build_model, init_from, read_metadata, split_anchors

@@ -30,11 +30,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from detect.data import DatasetRecords, read_image
 from detect.engine.optim import EpochSampler
 from detect.engine.trainer import steps
-from detect.inference import Method, predict_records
+from detect.inference.dataset import predict_records
 from detect.iou import pairwise_iou
 from detect.metrics import evaluate
 from detect.models import WindowConfig, build_window_model, init_from
-from detect.settings import WindowTrainConfig
+from detect.settings import Method, WindowTrainConfig
 
 NEG_IOU = 0.2  # a background crop overlaps every object less than this
 CACHE_BYTES = 2 << 30  # keep decoded training images in memory up to this many bytes
