@@ -69,7 +69,7 @@ def test_box_sizes_hold_at_another_input_size(synth_val):
     large: mAP50 held but mAP50-95 fell from 0.84 to 0.20 and AP75 to 0.001 on the synth val set
     (measured; fixed for every input size)."""
     from detect.data import load_dataset
-    from detect.inference import predict_records
+    from detect.inference.dataset import predict_records
     from detect.metrics import evaluate
 
     gt = load_dataset(synth_val / "data.yaml", split="val")
