@@ -5,11 +5,9 @@ This module imports numpy, OpenCV and the runtime package it is asked for, never
 predict path built on it starts in a fraction of a second (bench/README.md, Runtimes). The
 functions give the results of their torch counterparts:
 
-- `letterbox` equals `detect.data.transforms.letterbox` (square), and with `auto=True` gives the
-  rectangular letterbox ultralytics predicts with (`LetterBox(auto=True)`): the smallest multiple
-  of the stride that holds the resized image, so a 4:3 photo at 320 runs at 320 x 256 instead of
-  320 x 320 (20% fewer pixels). `unletterbox_boxes` is the exact inverse of the letterbox mapping
-  `p * scale + pad` (clipped to the image), as `detect.data.transforms.unletterbox_boxes`.
+- `letterbox`, `letterbox_shape`, `letterbox_boxes`, `unletterbox_boxes` are
+  `detect.data.transforms`' own (torch-free), re-exported here; `letterbox_batch` builds one
+  network input from them.
 - `nms` / `batched_nms` return the keep indices of `torchvision.ops.nms` / `batched_nms` (same
   float32 arithmetic, same strict `IoU > threshold`, same per-class strategy and order).
 - `postprocess` equals `detect.boxes.postprocess` (rows `(x1, y1, x2, y2, score, class)`).
@@ -27,12 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+# torch-free (numpy, OpenCV); the box mappings are re-exported for the runtime's callers
+from detect.data.transforms import PAD_VALUE as PAD_VALUE
+from detect.data.transforms import letterbox, letterbox_shape
+from detect.data.transforms import letterbox_boxes as letterbox_boxes
+from detect.data.transforms import unletterbox_boxes as unletterbox_boxes
 from detect.errors import DetectError
 
-PAD_VALUE = 114  # the grey ultralytics and darknet pad with (as detect.data.transforms)
 PRECISIONS = ("f32", "bf16")
 _OPENVINO_XML = "model.xml"
 _OPENVINO_META = "metadata.json"
@@ -63,58 +64,6 @@ class Letterbox:
     orig_hw: tuple[int, int]  # (H, W) of the original image
 
 
-def letterbox_shape(
-    hw: tuple[int, int], size: int, auto: bool = False, stride: int = 32
-) -> tuple[int, int]:
-    """The network input `(H, W)` the letterbox of an image of `hw = (H, W)` has.
-
-    Square: `(size, size)`. `auto`: the resized image (long side `size`) padded up to the next
-    multiple of `stride` on each side, as ultralytics' `LetterBox(auto=True)`.
-    """
-    if not auto:
-        return size, size
-    h, w = hw
-    scale = min(size / h, size / w)
-    nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
-    return -(-nh // stride) * stride, -(-nw // stride) * stride
-
-
-def letterbox(
-    img: np.ndarray,
-    size: int,
-    auto: bool = False,
-    stride: int = 32,
-    shape: tuple[int, int] | None = None,
-) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize `img` (`ndarray[H, W, C]` uint8) to fit `size` x `size`, centred on grey.
-
-    Args:
-        size: the long side of the resized image (a multiple of `stride` when `auto`).
-        auto: pad only to the next multiple of `stride` (rectangular letterbox), not to a square.
-        shape: pad to this `(H, W)` instead (it must hold the resized image): a batch of images
-            of different aspects shares one input shape.
-    Returns:
-        `(out ndarray[H', W', C], scale, (padx, pady))`. Without `auto` and `shape`, equal to
-        `detect.data.transforms.letterbox(img, size)`: same pixels, scale and pads.
-    Raises:
-        DetectError: `shape` smaller than the resized image.
-    """
-    h, w = img.shape[:2]
-    scale = min(size / h, size / w)
-    nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
-    out_h, out_w = shape if shape is not None else letterbox_shape((h, w), size, auto, stride)
-    if out_h < nh or out_w < nw:
-        raise DetectError(f"letterbox shape {(out_h, out_w)} cannot hold a {nh} x {nw} image")
-    if (nw, nh) != (w, h):
-        # INTER_AREA when shrinking a lot: bilinear would alias (skip pixels) there.
-        interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
-        img = cv2.resize(img, (nw, nh), interpolation=interp)
-    padx, pady = (out_w - nw) // 2, (out_h - nh) // 2
-    out = np.full((out_h, out_w) + img.shape[2:], PAD_VALUE, dtype=img.dtype)
-    out[pady : pady + nh, padx : padx + nw] = img
-    return out, scale, (padx, pady)
-
-
 def letterbox_batch(
     images: Sequence[np.ndarray], size: int, auto: bool = True, stride: int = 32
 ) -> tuple[np.ndarray, list[Letterbox]]:
@@ -137,31 +86,6 @@ def letterbox_batch(
         out[i] = lb[..., ::-1].transpose(2, 0, 1)  # BGR HWC -> RGB CHW, the models' input
         metas.append(Letterbox(float(scale), (int(pad[0]), int(pad[1])), img.shape[:2]))
     return out, metas
-
-
-def letterbox_boxes(boxes: np.ndarray, scale: float, pad: tuple[float, float]) -> np.ndarray:
-    """Map `[N, 4]` xyxy boxes of the original image into the letterbox: `p * scale + pad`."""
-    boxes = np.asarray(boxes)
-    dtype = boxes.dtype if np.issubdtype(boxes.dtype, np.floating) else np.float64
-    return boxes * scale + np.array([pad[0], pad[1], pad[0], pad[1]], dtype=dtype)
-
-
-def unletterbox_boxes(
-    boxes: np.ndarray, scale: float, pad: tuple[float, float], orig_hw: tuple[int, int]
-) -> np.ndarray:
-    """Map `[N, 4]` xyxy boxes of the letterbox back to the original image.
-
-    The exact inverse of `letterbox_boxes`, `(p - pad) / scale`, clipped to `[0, W] x [0, H]`
-    of `orig_hw = (H, W)`. Returns a new array, float dtype kept (float64 for integer input);
-    equal to `detect.data.transforms.unletterbox_boxes` on arrays.
-    """
-    boxes = np.asarray(boxes)
-    dtype = boxes.dtype if np.issubdtype(boxes.dtype, np.floating) else np.float64
-    h, w = orig_hw
-    out = (boxes - np.array([pad[0], pad[1], pad[0], pad[1]], dtype=dtype)) / scale
-    out[..., 0::2] = np.clip(out[..., 0::2], 0, w)
-    out[..., 1::2] = np.clip(out[..., 1::2], 0, h)
-    return out.astype(dtype, copy=False)
 
 
 def to_float_input(x: np.ndarray) -> np.ndarray:

@@ -11,24 +11,59 @@ from typing import Any
 import cv2
 import numpy as np
 
+from detect.errors import DetectError
+
 PAD_VALUE = 114  # the grey ultralytics and darknet pad with
 
 
-def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize `img` (`ndarray[H, W, 3]` uint8) to fit `size` x `size`, centred on grey.
+def letterbox_shape(
+    hw: tuple[int, int], size: int, auto: bool = False, stride: int = 32
+) -> tuple[int, int]:
+    """The network input `(H, W)` the letterbox of an image of `hw = (H, W)` has.
 
-    Returns `(out ndarray[size, size, 3], scale, (padx, pady))`; the pads are whole pixels (the
-    left / top borders), so the mapping is exactly `p * scale + pad` up to the resize rounding.
+    Square: `(size, size)`. `auto`: the resized image (long side `size`) padded up to the next
+    multiple of `stride` on each side, as ultralytics' `LetterBox(auto=True)`.
+    """
+    if not auto:
+        return size, size
+    h, w = hw
+    scale = min(size / h, size / w)
+    nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+    return -(-nh // stride) * stride, -(-nw // stride) * stride
+
+
+def letterbox(
+    img: np.ndarray,
+    size: int,
+    auto: bool = False,
+    stride: int = 32,
+    shape: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize `img` (`ndarray[H, W, C]` uint8) to fit `size` x `size`, centred on grey.
+
+    Args:
+        size: the long side of the resized image (a multiple of `stride` when `auto`).
+        auto: pad only to the next multiple of `stride` (rectangular letterbox), not to a square.
+        shape: pad to this `(H, W)` instead (it must hold the resized image): a batch of images
+            of different aspects shares one input shape.
+    Returns:
+        `(out ndarray[H', W', C], scale, (padx, pady))`; the pads are whole pixels (the left /
+        top borders), so the mapping is exactly `p * scale + pad` up to the resize rounding.
+    Raises:
+        DetectError: `shape` smaller than the resized image.
     """
     h, w = img.shape[:2]
     scale = min(size / h, size / w)
     nw, nh = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+    out_h, out_w = shape if shape is not None else letterbox_shape((h, w), size, auto, stride)
+    if out_h < nh or out_w < nw:
+        raise DetectError(f"letterbox shape {(out_h, out_w)} cannot hold a {nh} x {nw} image")
     if (nw, nh) != (w, h):
         # INTER_AREA when shrinking a lot: bilinear would alias (skip pixels) there.
         interp = cv2.INTER_AREA if scale < 0.5 else cv2.INTER_LINEAR
         img = cv2.resize(img, (nw, nh), interpolation=interp)
-    padx, pady = (size - nw) // 2, (size - nh) // 2
-    out = np.full((size, size) + img.shape[2:], PAD_VALUE, dtype=img.dtype)
+    padx, pady = (out_w - nw) // 2, (out_h - nh) // 2
+    out = np.full((out_h, out_w) + img.shape[2:], PAD_VALUE, dtype=img.dtype)
     out[pady : pady + nh, padx : padx + nw] = img
     return out, scale, (padx, pady)
 
