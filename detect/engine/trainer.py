@@ -362,6 +362,17 @@ def _acc_stats(acc: dict[str, Any]) -> EpochStats:
     return EpochStats(dict(terms), int(acc["n"]), int(acc["images"]), float(acc["seconds"]))
 
 
+def val_figures(res: Any) -> tuple[float, float, float, float]:
+    """(mAP50, mAP50-95, precision, recall) of a `detect.metrics` result, as a task's `validate`
+    returns them: P and R at the confidence of the best F1 over all classes (as ultralytics
+    prints them); 0 where undefined (no detections, or nothing found)."""
+    point = res.operating.all if res.operating is not None else {}
+    p, r = (float(point.get(k, 0.0)) for k in ("precision", "recall"))
+    p, r = (v if v == v else 0.0 for v in (p, r))  # NaN (no detections): 0
+    p = p if r > 0 else 0.0  # nothing found: no precision to speak of
+    return max(res.map50, 0.0), max(res.map, 0.0), p, r
+
+
 def steps(samples: int, batch: int) -> int:
     """Steps of an epoch of `samples` per process at `batch` per step."""
     return math.ceil(samples / batch)

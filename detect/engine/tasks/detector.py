@@ -22,7 +22,7 @@ from detect.data import DatasetRecords
 from detect.data.augment import AugmentConfig, AugmentedDataset
 from detect.data.dataset import collate_fn
 from detect.engine.optim import EpochSampler, unwrap
-from detect.engine.trainer import steps
+from detect.engine.trainer import steps, val_figures
 from detect.errors import DetectError
 from detect.inference.dataset import predict_records
 from detect.losses import DetectionLoss, LossConfig
@@ -210,11 +210,7 @@ class DetectorTask:
         )  # fmt: skip
         res = evaluate(self.val_rec, dets)
         self.last_eval = res  # the per-class figures, for the run's closing table
-        point = res.operating.all if res.operating is not None else {}
-        p, r = (float(point.get(k, 0.0)) for k in ("precision", "recall"))
-        p, r = (v if v == v else 0.0 for v in (p, r))  # NaN (no detections): 0
-        p = p if r > 0 else 0.0  # nothing found: no precision to speak of
-        return max(res.map50, 0.0), max(res.map, 0.0), p, r
+        return val_figures(res)
 
     def summary(self) -> dict[str, Any]:
         """The task's part of the weights' training summary."""

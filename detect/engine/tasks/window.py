@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from detect.data import DatasetRecords, read_image
 from detect.engine.optim import EpochSampler
-from detect.engine.trainer import steps
+from detect.engine.trainer import steps, val_figures
 from detect.inference.dataset import predict_records
 from detect.iou import pairwise_iou
 from detect.metrics import evaluate
@@ -259,11 +259,7 @@ class WindowTask:
         )  # fmt: skip
         res = evaluate(self.val_rec, dets)
         self.last_eval = res  # the per-class figures, for the run's closing table
-        point = res.operating.all if res.operating is not None else {}
-        p, r = (float(point.get(k, 0.0)) for k in ("precision", "recall"))
-        p, r = (v if v == v else 0.0 for v in (p, r))  # NaN (no detections): 0
-        p = p if r > 0 else 0.0  # nothing found: no precision to speak of
-        return max(res.map50, 0.0), max(res.map, 0.0), p, r
+        return val_figures(res)
 
     def summary(self) -> dict[str, Any]:
         return {
