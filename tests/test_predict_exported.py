@@ -115,6 +115,17 @@ def test_openvino_predictor_matches_pytorch(images, exported):
         _assert_same(a, b, px=0.5)
 
 
+def test_exported_predictor_honours_agnostic_nms(images, exported):
+    """--agnostic-nms reaches the numpy NMS of an exported model as it does the PyTorch one."""
+    imgs = [cv2.imread(str(p)) for p in images]
+    cfg = PredictConfig(batch=4, conf=0.001, iou=0.3, agnostic_nms=True)
+    ref = Predictor(SHAPES, cfg)(imgs)
+    per_class = Predictor(SHAPES, PredictConfig(batch=4, conf=0.001, iou=0.3))(imgs)
+    assert sum(map(len, ref)) < sum(map(len, per_class))  # the option changes something here
+    for a, b in zip(ref, Predictor(exported["onnx"], cfg)(imgs), strict=True):
+        _assert_same(a, b, px=0.5)
+
+
 class RedBoxModel(torch.nn.Module):
     """Finds the pure red pixels of its RGB input and returns their bounding box as class 0."""
 

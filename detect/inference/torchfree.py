@@ -96,7 +96,9 @@ class RuntimeBackend:
         t1 = time.perf_counter()
         decoded = self.model(x)  # [B,N,5+C]
         t2 = time.perf_counter()
-        dets = runtime.postprocess(decoded, c.conf, c.iou, c.max_det, c.classes, c.multi_label)
+        dets = runtime.postprocess(
+            decoded, c.conf, c.iou, c.max_det, c.classes, c.multi_label, c.agnostic_nms
+        )
         out = [map_back_np(d, m) for d, m in zip(dets, metas, strict=True)]
         t3 = time.perf_counter()
         times["pre"] += t1 - t0
