@@ -2,8 +2,10 @@
 
 1. End to end: wall time and peak RSS of whole processes on the same 200 `detect synth` images at
    320 with annotated images saved, run interleaved (each command once per round), medians:
-   - `detect predict DIR --weights W` (PyTorch), and on W exported by `detect export` to OpenVINO
-     (f32) and ONNX (`--weights W_openvino/`, `--weights W.onnx`: torch is never imported);
+   - `detect predict DIR` with no option (the default weights; on this CPU the shipped ONNX
+     export), `detect predict DIR --weights W` (PyTorch), and on W exported by `detect export`
+     to OpenVINO (f32) and ONNX (`--weights W_openvino/`, `--weights W.onnx`: torch is never
+     imported);
    - `yolo predict model=yolov8n_openvino_model` (`yolo export model=yolov8n.yaml
      format=openvino imgsz=320`, one command: ultralytics' fastest CPU path) and
      `yolo predict model=yolov8n.yaml` (PyTorch), both `imgsz=320 device=cpu save=True`;
@@ -171,6 +173,8 @@ def main() -> None:
         def commands(src: Path, r: str) -> dict[str, list[str]]:
             o = tmp / "out" / r
             return {
+                # what a user runs: no option at all (the shipped ONNX model on this CPU)
+                "detect predict, defaults": [*detect, str(src), "--out", str(o / "def")],
                 "detect predict, tiny PyTorch": [*detect, str(src), "--weights", str(weights),
                                                  "--device", "cpu", "--out", str(o / "pt")],
                 "detect predict, tiny OpenVINO f32": [
@@ -196,7 +200,7 @@ def main() -> None:
                 line = "  ".join(f"{v[-1][0]:.2f}" for v in res.values())
                 print(f"  {title}, round {r + 1}: {line}", flush=True)
             out0 = tmp / "out" / f"{title[:3]}0"
-            saved = {k: len(list((out0 / k).glob("*.jpg"))) for k in ("pt", "ov", "ort")}
+            saved = {k: len(list((out0 / k).glob("*.jpg"))) for k in ("def", "pt", "ov", "ort")}
             print(f"\n{title}, whole processes, median of {rounds} interleaved runs "
                   f"(annotated images saved by detect: {saved}):")  # fmt: skip
             print("| command | wall s | peak RSS MiB | vs yolo OpenVINO | vs yolo PyTorch |")

@@ -65,11 +65,14 @@ Images = Annotated[
 ]
 
 
-def default_weights() -> str:
-    """The shipped model, found from the installed package, not the working directory."""
-    from detect.resources import default_weights as _default
+def default_weights(device: str | None = None, half: bool = False) -> str:
+    """The shipped model, found from the installed package, not the working directory. With
+    `device` (predict): its ONNX export where it will run on the CPU (detect.resources)."""
+    from detect import resources
 
-    return str(_default())
+    if device is None:
+        return str(resources.default_weights())
+    return str(resources.default_predict_weights(device, half))
 
 
 Strict = Annotated[

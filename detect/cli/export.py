@@ -43,12 +43,15 @@ def command(
     from pathlib import Path
 
     from detect.errors import DetectError
+    from detect.files import file_sha256
     from detect.models import load_weights
     from detect.models.export import FORMATS, default_output, export_model
 
     if format not in FORMATS:
         raise DetectError(f"unknown export format {format!r} (expected {', '.join(FORMATS)})")
     model, meta = load_weights(weights)
+    # which weights file this export is, checkable later (tests hold the shipped ONNX to it)
+    meta["source"] = {"file": Path(weights).name, "sha256": file_sha256(weights)}
     size = imgsz or int(meta.get("imgsz") or 320)
     dst = default_output(weights, format) if out is None else Path(out)
     path = export_model(model, format, dst, size, meta)

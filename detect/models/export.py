@@ -78,6 +78,8 @@ def export_metadata(model: nn.Module, imgsz: int, meta: dict | None = None) -> d
     }
     if meta and meta.get("training"):
         info["training"] = meta["training"]
+    if meta and meta.get("source"):  # the weights file it came from: {"file", "sha256"}
+        info["source"] = meta["source"]
     return info
 
 
