@@ -15,7 +15,7 @@ import numpy as np
 from detect.errors import DetectError
 from detect.files import temp_beside
 from detect.inference.draw import draw_detections
-from detect.inference.sources import Frame, Source, open_video
+from detect.inference.sources import Frame, Source
 
 _WRITABLE_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -172,11 +172,7 @@ class Outputs:
         if self.video_source is not frame.source:
             self.close_video()
             h, w = frame.image.shape[:2]
-            fps = 30.0
-            if frame.source.kind == "video":
-                cap, info = open_video(frame.source)
-                cap.release()
-                fps = info.fps
+            fps = frame.fps or 30.0  # the source's rate (videos, cameras and streams)
             path = self.run_dir / frame.source.rel.with_suffix(".mp4")
             self.video, self.video_source = VideoOut(path, fps, (w, h)), frame.source
         return self.video

@@ -66,6 +66,7 @@ class Frame:
     index: int  # frame number in the video (0 for an image)
     image: np.ndarray | None  # HxWx3 uint8 BGR; None when it could not be read
     error: str | None = None
+    fps: float | None = None  # a video's, camera's or stream's frame rate (as it reports it)
 
 
 @dataclass
@@ -275,7 +276,7 @@ def _video_frames(source: Source, vid_stride: int) -> Iterator[Frame]:
                 ok, img = cap.read()
                 if not ok:
                     break
-                yield Frame(source, index, img)
+                yield Frame(source, index, img, fps=info.fps)
             elif not cap.grab():
                 break
             index += 1
