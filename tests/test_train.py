@@ -300,8 +300,9 @@ def test_ram_cache_gives_the_same_samples(tmp_path):
     recs = _rect_records(tmp_path)
     plain, cached = AugmentedDataset(recs, 64, seed=2), AugmentedDataset(recs, 64, seed=2)
     seen = []
-    nbytes = cached.cache_images(lambda done, total: seen.append((done, total)))
-    assert seen[-1] == (6, 6) and nbytes == sum(im.nbytes for im, _, _ in cached._cache)
+    rep = cached.cache_images(lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (6, 6) and rep.bytes == sum(im.nbytes for im, _, _ in cached._cache)
+    assert rep.folder is None and rep.images == 6
     for epoch in (0, 1):
         plain.set_epoch(epoch)
         cached.set_epoch(epoch)
@@ -314,6 +315,38 @@ def test_ram_cache_gives_the_same_samples(tmp_path):
     with pytest.raises(DetectError):
         plain[0]
     assert cached[0][0].shape == (3, 64, 64)
+
+
+def test_disk_cache_gives_the_same_samples_and_is_reused(tmp_path):
+    """`--cache disk`: the same samples as decoding each time, files reused by a second run,
+    a new file when an image changes, and a damaged file costs a decode, not a wrong sample."""
+    from detect.data.augment import disk_cache_name
+
+    recs = _rect_records(tmp_path)
+    folder = tmp_path / "cache"
+    plain, cached = AugmentedDataset(recs, 64, seed=2), AugmentedDataset(recs, 64, seed=2)
+    rep = cached.cache_images(disk=folder)
+    files = sorted(folder.glob("*.npz"))
+    assert (rep.images, rep.reused, len(files)) == (6, 0, 6)
+    assert rep.bytes == sum(f.stat().st_size for f in files) and cached._cache is None
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(recs.images)):
+            ia, ta, _ = plain[i]
+            ib, tb, _ = cached[i]
+            assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    again = AugmentedDataset(recs, 64, seed=2).cache_images(disk=folder)
+    assert (again.reused, len(list(folder.glob("*.npz")))) == (6, 6)
+    assert disk_cache_name(recs.images[0].path, 96) != files[0].name  # another --imgsz
+    first = recs.images[0].path
+    (folder / disk_cache_name(first, 64)).write_bytes(b"not a zip")  # damaged
+    sample = cached[0]
+    plain.set_epoch(1)
+    cached.set_epoch(1)
+    assert torch.equal(plain[0][0], cached[0][0]) and sample[0].shape == (3, 64, 64)
+    os.utime(first, ns=(1, 1))  # an edited image: its key changes
+    assert AugmentedDataset(recs, 64, seed=2).cache_images(disk=folder).reused == 5
 
 
 def test_fraction_single_cls_freeze_save_period_close_mosaic_and_finished_resume(

@@ -94,7 +94,11 @@ def command(
     ] = D.multi_scale,
     cache: Annotated[
         Cache | None,
-        typer.Option("--cache", help="ram: decode and resize each training image once."),
+        typer.Option(
+            "--cache",
+            help="Decode and resize each training image once: keep them in RAM, or on disk "
+            "($DETECT_CACHE_DIR or ~/.cache/detect, reused by later runs).",
+        ),
     ] = D.cache,
     fraction: Annotated[
         float,
@@ -326,6 +330,14 @@ class _Progress:
                 for split, report in (("train", event.train_report), ("val", event.val_report)):
                     print_report(report, verbose=self.verbose, split=split,
                                  saved="data-report.txt in the run")  # fmt: skip
+            case E.Cached():
+                where = "in RAM" if event.folder is None else f"in {event.folder}"
+                reused = f", {event.reused} from an earlier run" if event.reused else ""
+                console.print(
+                    f"cached {plural(event.images, 'image')} {where} "
+                    f"({event.bytes / 2**20:.0f} MiB{reused})",
+                    highlight=False,
+                )
             case E.CacheProgress():
                 if self.task is None:
                     self.task = bar.add_task("caching images", total=event.total, info="")

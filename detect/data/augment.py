@@ -13,8 +13,13 @@ depend on which worker loads it, so runs (and resumed runs) are reproducible.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +28,7 @@ from torch.utils.data import Dataset
 
 from detect.data.dataset import DetectionDataset
 from detect.data.types import DatasetRecords
+from detect.files import atomic_write_bytes
 
 PAD = 114  # grey fill of letterbox / mosaic borders (YOLOv5's)
 
@@ -127,6 +133,37 @@ def flip_boxes_ud(boxes: np.ndarray, height: int) -> np.ndarray:
     return out
 
 
+@dataclass
+class CacheReport:
+    """What `AugmentedDataset.cache_images` did: `bytes` held in RAM (`folder` None) or on disk
+    under `folder`, of which `reused` images were already cached by an earlier run."""
+
+    images: int
+    folder: Path | None = None
+    bytes: int = 0
+    reused: int = 0
+
+
+def disk_cache_name(path: str | Path, imgsz: int) -> str:
+    """The `--cache disk` file of an image: a hash of its absolute path, size, modification
+    time and the training side, so an edited image or another `--imgsz` never reads a stale
+    file."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{int(imgsz)}"
+    return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".npz"
+
+
+def disk_cache_dir() -> Path:
+    """Where `--cache disk` writes: `$DETECT_CACHE_DIR/images`, else the user's cache folder
+    (`$XDG_CACHE_HOME/detect/images`, `~/.cache/detect/images`). Safe to delete any time."""
+    root = os.environ.get("DETECT_CACHE_DIR")
+    if root:
+        return Path(root) / "images"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "detect" / "images"
+
+
 class AugmentedDataset(Dataset):
     """Training samples with augmentation; see the module docstring for the item format.
 
@@ -148,7 +185,8 @@ class AugmentedDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.mosaic_on = True  # switched off for the last epochs ("close mosaic", YOLOv8)
-        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # --cache ram
+        self._disk: list[Path] | None = None  # --cache disk: one .npz per image
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -156,21 +194,49 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records.images)
 
-    def cache_images(self, callback: Callable[[int, int], None] | None = None) -> int:
-        """Decode and resize every image once, kept in RAM for all epochs (`--cache ram`).
+    def cache_images(
+        self, callback: Callable[[int, int], None] | None = None, disk: str | Path | None = None
+    ) -> CacheReport:
+        """Decode and resize every image once, before the DataLoader starts.
 
-        Call before the DataLoader starts: forked workers share the arrays copy-on-write.
-        Returns the bytes held. Raises DetectError naming the first image that cannot be read.
+        `--cache ram` (`disk=None`): the resized images stay in RAM for all epochs (forked
+        workers share them copy-on-write). `--cache disk`: each is written under `disk` as an
+        uncompressed .npz (the resized pixels and the original size), named after the image's
+        path, size, modification time and `imgsz`, so later epochs and later runs read it back
+        instead of decoding the JPEG (a changed image gets a new file); RAM stays flat.
+
+        Returns what was cached. Raises DetectError naming the first image that cannot be read.
         """
-        cache, total, n = [], 0, len(self)
+        n = len(self)
+        report = CacheReport(images=n, folder=Path(disk) if disk is not None else None)
+        if disk is None:
+            cache = []
+            for i in range(n):
+                item = self._read(i)
+                cache.append(item)
+                report.bytes += item[0].nbytes
+                if callback is not None:
+                    callback(i + 1, n)
+            self._cache = cache
+            return report
+        files = []
         for i in range(n):
-            item = self._read(i)
-            cache.append(item)
-            total += item[0].nbytes
+            path = Path(disk) / disk_cache_name(self.records.images[i].path, self.imgsz)
+            if path.is_file():
+                report.reused += 1
+            else:
+                img = self.base.load(i)[0]  # only the pixels: boxes are re-read per sample
+                h, w = img.shape[:2]
+                img, _ = resize_long_side(img, self.imgsz)
+                buf = io.BytesIO()
+                np.savez(buf, img=img, hw=np.array([h, w], np.int64))
+                atomic_write_bytes(path, buf.getvalue())
+            report.bytes += path.stat().st_size
+            files.append(path)
             if callback is not None:
                 callback(i + 1, n)
-        self._cache = cache
-        return total
+        self._disk = files
+        return report
 
     def _read(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image i decoded and resized to long side S, boxes scaled to match, classes."""
@@ -178,9 +244,22 @@ class AugmentedDataset(Dataset):
         img, r = resize_long_side(img, self.imgsz)
         return img, boxes.reshape(-1, 4) * r, cls.astype(np.int64).reshape(-1)
 
+    def _read_disk(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image i from its `--cache disk` file; decoded afresh if the file is unreadable."""
+        try:
+            with np.load(self._disk[i], allow_pickle=False) as z:
+                img, (h, w) = z["img"], z["hw"].tolist()
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return self._read(i)  # a damaged cache file costs a decode, never a wrong sample
+        boxes, cls = self.base.targets(i, (h, w))
+        r = self.imgsz / max(h, w)  # resize_long_side's scale
+        return img, boxes.reshape(-1, 4) * r, cls.astype(np.int64).reshape(-1)
+
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image i resized to long side S with its boxes (scaled) and classes."""
-        return self._cache[i] if self._cache is not None else self._read(i)
+        if self._cache is not None:
+            return self._cache[i]
+        return self._read_disk(i) if self._disk is not None else self._read(i)
 
     def _mosaic(self, i: int, rng: np.random.Generator):
         """Four images around a random centre of a 2S x 2S canvas (YOLOv5's load_mosaic)."""

@@ -49,8 +49,14 @@ class DetectionDataset(Dataset):
         if rec.path is None:
             raise DetectError(f"{self.records.source}: image {rec.id} has no file name")
         img = read_image(rec.path)  # DetectError naming the file if it cannot be decoded
+        return (img, *self.targets(index, img.shape[:2]))
+
+    def targets(self, index: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes `[N, 4]` xyxy pixels and classes `[N]` of image `index`, whose pixels are
+        `hw = (height, width)`: clipped to it, zero-size and (by default) ignored boxes dropped."""
+        rec = self.records.images[index]
         boxes = rec.boxes.astype(np.float32, copy=True)  # [N,4]
-        h, w = img.shape[:2]
+        h, w = int(hw[0]), int(hw[1])
         if (w, h) != (rec.width, rec.height):
             # Annotation size disagrees with the pixels: boxes follow the annotation's frame.
             boxes *= np.array([w / rec.width, h / rec.height] * 2, np.float32)
@@ -59,7 +65,7 @@ class DetectionDataset(Dataset):
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         if not self.keep_ignored:
             keep &= ~rec.difficult & ~rec.iscrowd
-        return img, boxes[keep], rec.classes[keep]
+        return boxes[keep], rec.classes[keep]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         img, boxes, classes = self.load(index)

@@ -1,8 +1,8 @@
 """What a training run reports as it goes: one frozen dataclass per kind of event.
 
 `train(cfg, callback)` calls `callback(event)` on rank 0 with these, in this order:
-`DataRead`, (`CacheProgress`...), `RunStart`, then per epoch `EpochStart`, `StepEnd` per step,
-(`ValStart`, `ValProgress`..., `ValEnd`), `EpochEnd`; finally `RunEnd`. The callback only
+`DataRead`, (`CacheProgress`..., `Cached`), `RunStart`, then per epoch `EpochStart`, `StepEnd`
+per step, (`ValStart`, `ValProgress`..., `ValEnd`), `EpochEnd`; finally `RunEnd`. The callback only
 reports: stopping a run is `Trainer.request_stop` (a hook) or Ctrl-C, never an exception.
 """
 
@@ -25,10 +25,21 @@ class DataRead:
 
 @dataclass(frozen=True)
 class CacheProgress:
-    """`--cache ram`: `done` of `total` training images decoded."""
+    """`--cache ram|disk`: `done` of `total` training images decoded (or found cached)."""
 
     done: int
     total: int
+
+
+@dataclass(frozen=True)
+class Cached:
+    """`--cache` is ready: `images` held in RAM (`folder` None) or as files under `folder`,
+    `bytes` in all; `reused` were on disk already (an earlier run's)."""
+
+    images: int
+    bytes: int
+    folder: Path | None
+    reused: int
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from detect.data.augment import disk_cache_dir
 from detect.engine import hooks as H
 from detect.engine.data import load_training_data, write_data_report
 from detect.engine.distributed import init_dist
-from detect.engine.events import CacheProgress, Callback, DataRead, RunEnd, RunStart
+from detect.engine.events import Cached, CacheProgress, Callback, DataRead, RunEnd, RunStart
 from detect.engine.optim import build_optimizer
 from detect.engine.results import read_results
 from detect.engine.state import RESUME_FILE, load_resume_state
@@ -36,7 +37,7 @@ from detect.engine.trainer import Stop, Trainer, TrainResult
 from detect.errors import DetectError
 from detect.files import atomic_write_json, new_run_dir
 from detect.models import load_weights
-from detect.settings import DetectorConfig, TrainConfig
+from detect.settings import Cache, DetectorConfig, TrainConfig
 
 
 def resume_config(run_dir: Path, device: str, workers: int | None = None) -> TrainConfig:
@@ -106,8 +107,10 @@ def train(
     amp = dist.device.type == "cuda" and isinstance(task, DetectorTask)
     trainer = Trainer(task, optimizer, [*hooks, *extra_hooks], dist, max_epochs, run_dir,
                       callback, amp)  # fmt: skip
-    if isinstance(task, DetectorTask) and tcfg.cache == "ram":
-        task.cache_images(lambda done, total: emit(CacheProgress(done, total)))
+    if isinstance(task, DetectorTask) and tcfg.cache:
+        disk = disk_cache_dir() if tcfg.cache == Cache.disk else None
+        rep = task.cache_images(lambda done, total: emit(CacheProgress(done, total)), disk)
+        emit(Cached(rep.images, rep.bytes, rep.folder, rep.reused))
     if state is not None:
         _restore(trainer, state, tensors, run_dir)
     if dist.world > 1:

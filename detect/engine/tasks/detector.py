@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from detect.anchor_boxes import boxes_wh, kmeans_anchors, read_anchors
 from detect.data import DatasetRecords
-from detect.data.augment import AugmentConfig, AugmentedDataset
+from detect.data.augment import AugmentConfig, AugmentedDataset, CacheReport
 from detect.data.dataset import collate_fn
 from detect.engine.optim import EpochSampler, unwrap
 from detect.engine.trainer import steps, val_figures
@@ -165,9 +166,12 @@ class DetectorTask:
         self.seed = seed
         self.mosaic_on = True
 
-    def cache_images(self, progress: Callable[[int, int], None]) -> None:
-        """`--cache ram`: decode and resize every training image once, before any loader."""
-        self.dataset.cache_images(progress)
+    def cache_images(
+        self, progress: Callable[[int, int], None], disk: str | Path | None = None
+    ) -> CacheReport:
+        """`--cache ram|disk`: decode and resize every training image once, before any loader
+        (`disk`: the folder of the files; detect.data.augment.AugmentedDataset.cache_images)."""
+        return self.dataset.cache_images(progress, disk)
 
     def steps_per_epoch(self, epoch: int) -> int:
         return steps(self.sampler.per_rank, self.batch)
