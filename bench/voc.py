@@ -77,11 +77,12 @@ def score(records, dets) -> dict:
     return {"map": m, "map50": m50, "voc07": res.voc.map07, "detect_map": res.map}
 
 
-def score_weights(weights: Path, records, imgsz: int | None) -> dict:
+def score_weights(weights: Path, records, imgsz: int | None, augment: bool = False) -> dict:
     from detect.inference.dataset import predict_records
 
     t0 = time.perf_counter()
-    dets = predict_records(records, str(weights), imgsz=imgsz, conf=0.001, iou=0.7, batch=16)
+    dets = predict_records(records, str(weights), imgsz=imgsz, conf=0.001, iou=0.7, batch=16,
+                           augment=augment)  # fmt: skip
     out = score(records, dets)
     out["predict_s"] = time.perf_counter() - t0
     return out
@@ -159,13 +160,15 @@ def main() -> None:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--score", type=Path, help="only score these detect weights on val")
     ap.add_argument("--score-imgsz", type=int, help="--score at this input size")
+    ap.add_argument("--augment", action="store_true", help="--score with test-time augmentation")
     ap.add_argument("extra", nargs="*", help="extra `detect train` options (after --)")
     a = ap.parse_args()
     data = a.data.resolve()
     if a.score:
         from detect.data import load_dataset
 
-        print(line(str(a.score), score_weights(a.score, load_dataset(data, "val"), a.score_imgsz)))
+        val = load_dataset(data, "val")
+        print(line(str(a.score), score_weights(a.score, val, a.score_imgsz, a.augment)))
         return
     a.work.mkdir(parents=True, exist_ok=True)
     results = {}

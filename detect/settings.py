@@ -38,7 +38,8 @@ class Assigner(StrEnum):
 
 
 class Cache(StrEnum):
-    ram = "ram"  # decode and resize every training image once
+    ram = "ram"  # decode and resize every training image once, keep them in RAM
+    disk = "disk"  # ... and write them as files, read back each epoch (and by later runs)
 
 
 class Model(StrEnum):
@@ -125,7 +126,7 @@ class DetectorConfig:
     freeze: str | None = None  # "N": the model's first N blocks get no updates; "backbone"
     mosaic: float = 1.0  # mosaic probability
     scale: float = 0.5  # random zoom 1 +- scale (AugmentConfig.scale)
-    cache: str | None = None  # "ram": decode and resize every training image once
+    cache: str | None = None  # "ram" | "disk": decode and resize every training image once
     val_conf: float = 0.001  # validation confidence threshold (mAP needs the low scores too)
     val_iou: float = 0.7  # validation NMS IoU (as the reference measurement)
 
@@ -143,7 +144,7 @@ class DetectorConfig:
         if self.assigner not in tuple(Assigner):
             raise DetectError(f"unknown assigner {self.assigner!r} (use tal or yolov2)")
         if self.cache not in (None, *Cache):
-            raise DetectError(f"unknown --cache {self.cache!r} (use ram)")
+            raise DetectError(f"unknown --cache {self.cache!r} (use ram or disk)")
         if self.close_mosaic_epochs < 0:
             raise DetectError(f"--close-mosaic must be >= 0, got {self.close_mosaic_epochs}")
         if self.freeze is not None and not (self.freeze == "backbone" or self.freeze.isdigit()):
@@ -273,9 +274,10 @@ class PredictConfig:
     scales: str | Sequence[int] | None = None  # sliding: window sides in px (None: its default)
     stride: int | None = None  # sliding: window step in pixels (None: the classifier's stride)
     # letterbox to the smallest stride multiple holding the image (ultralytics' `auto`), not a
-    # square: a 4:3 photo at 320 runs at 256 x 320, same boxes (anchors are fractions of the
-    # long side)
+    # square: a 4:3 photo at 320 runs at 256 x 320, same boxes (the padding is not content)
     rect: bool = True
+    augment: bool = False  # test-time augmentation: TTA_VARIANTS merged (detect.inference.tta)
+    half: bool = False  # fp16 weights and inputs (CUDA only; decode and NMS stay float32)
     tile: int | None = None  # tiled inference: tile side in image pixels (None: off)
     overlap: float = 0.2  # tiles: fraction of the tile two neighbours share
     merge: Merge | str = Merge.nms  # tiles: how boxes across tiles are merged
@@ -307,6 +309,10 @@ class PredictConfig:
                 raise DetectError("--tile works with --method yolo only")
         if not 0.0 <= self.overlap < 1.0:
             raise DetectError(f"--overlap must be in [0, 1), got {self.overlap}")
+        if self.augment and self.method != Method.yolo:
+            raise DetectError("--augment works with --method yolo only")
+        if self.half and self.method != Method.yolo:
+            raise DetectError("--half works with --method yolo only")
         if not 0.0 <= self.merge_threshold <= 1.0:
             raise DetectError(f"merge threshold must be in [0, 1], got {self.merge_threshold}")
         return self

@@ -35,9 +35,9 @@ def command(
         str | None,
         typer.Option(
             "--weights",
-            help="Weights file (default: the shipped VOC model, weights/voc-tiny.safetensors), "
-            "or a model exported by `detect export` (.onnx file, OpenVINO folder): run on the "
-            "CPU without PyTorch.",
+            help="Weights file (default: the shipped VOC model: weights/voc-tiny.onnx on the "
+            "CPU, weights/voc-tiny.safetensors on a GPU), or a model exported by `detect "
+            "export` (.onnx file, OpenVINO folder): run on the CPU without PyTorch.",
         ),
     ] = None,
     imgsz: Annotated[
@@ -85,6 +85,17 @@ def command(
     agnostic_nms: Annotated[
         bool,
         typer.Option("--agnostic-nms", help="NMS across classes (one box per object)."),
+    ] = False,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            "--augment",
+            help="Test-time augmentation: also predict at 0.83x (mirrored) and 0.67x the input "
+            "side, boxes merged (~3x the time; bench/README.md has its mAP effect).",
+        ),
+    ] = False,
+    half: Annotated[
+        bool, typer.Option("--half", help="fp16 inference on a CUDA GPU (--device cuda).")
     ] = False,
     vid_stride: Annotated[
         int,
@@ -141,7 +152,7 @@ def command(
     cfg = PredictConfig(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, classes=parse_classes(classes),
         batch=batch, method=method, scales=scales, stride=stride, agnostic_nms=agnostic_nms,
-        tile=tile, overlap=overlap, merge=merge,
+        tile=tile, overlap=overlap, merge=merge, augment=augment, half=half,
     )  # fmt: skip
     save = SaveOptions(
         images=not no_images, txt=save_txt, conf=save_conf, crop=save_crop,
@@ -151,7 +162,7 @@ def command(
     json_target = sys.stdout if save_json == "-" else save_json
     with _sigterm_as_interrupt(), _progress(out_console) as progress:
         summary = run_predict(
-            source, weights or default_weights(), cfg, device=device, out=out,
+            source, weights or default_weights(device, half), cfg, device=device, out=out,
             save_json=json_target, save=save, vid_stride=vid_stride, callback=progress,
         )  # fmt: skip
     print_summary(summary, out_console)

@@ -74,9 +74,11 @@ class YoloBackend:
         t0 = time.perf_counter()
         batch, metas = letterbox_batch(images, self.imgsz, c.rect, self.stride)
         x = to_input(batch, self.device)  # [B,3,H,W]
+        if c.half:
+            x = x.half()
         _sync(self.device)
         t1 = time.perf_counter()
-        decoded = self.net.predict(x)  # [B,N,5+C]
+        decoded = self.net.predict(x).float()  # [B,N,5+C]; NMS in float32 whatever the model
         _sync(self.device)
         t2 = time.perf_counter()
         dets = postprocess(

@@ -89,6 +89,7 @@ def predict_records(
     multi_label: bool = False,
     callback: Callable[[int, int], None] | None = None,
     method: Method | str = Method.yolo,
+    augment: bool = False,
 ) -> Detections:
     """Predict every image of `records`; boxes in original pixels, ready for `evaluate`.
 
@@ -103,6 +104,7 @@ def predict_records(
         batch: images per forward pass.
         callback: called as `callback(done, total)` after each batch.
         method: the backend (a window classifier: sliding or conv-sliding, default scales).
+        augment: test-time augmentation (`detect.inference.tta`).
     Returns:
         Detections with `image` indexing `records.images`. An unreadable image is skipped
         and reported in `records.report` ("bad_image"; its objects then count as missed).
@@ -112,7 +114,7 @@ def predict_records(
     """
     cfg = PredictConfig(
         imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, multi_label=multi_label, batch=batch,
-        method=method,
+        method=method, augment=augment,
     )  # fmt: skip
     predictor = Predictor(model_or_weights, cfg, device)
     check_class_names(predictor.names, records.names, str(records.source))

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 
 from detect.errors import DetectError
-from detect.inference.backends import SlidingBackend, YoloBackend
+from detect.inference.backends import SlidingBackend, YoloBackend, model_stride
 from detect.inference.loading import load_model, model_device, model_imgsz, model_names, unwrap
 from detect.inference.torchfree import (
     Backend,
     ExportedPredictor,
-    TiledBackend,
     Times,
     check_classes,
+    wrap_backend,
 )
 from detect.runtime import ExportedModel
 from detect.settings import Method, PredictConfig
@@ -75,9 +75,20 @@ class Predictor:
                 fuse = getattr(self.net, "fuse", None)
                 if callable(fuse):  # our own copy: fold BN into the convs (fewer kernels)
                     fuse()
-            self.backend = YoloBackend(self.net, self.cfg, self.imgsz, self.device)
-            if self.cfg.tile:
-                self.backend = TiledBackend(self.backend, self.cfg)
+            if self.cfg.half:
+                if self.device.type != "cuda":
+                    raise DetectError(
+                        f"--half needs a CUDA device (fp16 here on {self.device.type} would be "
+                        "slower, not faster); drop it or use --device cuda"
+                    )
+                if not isinstance(model_or_weights, (str, Path)):
+                    raise DetectError("--half takes a weights path (a model in memory is kept)")
+                self.net.half()  # our own copy
+
+            def make(side: int) -> YoloBackend:
+                return YoloBackend(self.net, self.cfg, side, self.device)
+
+            self.backend = wrap_backend(make, self.cfg, self.imgsz, model_stride(self.net))
         else:
             self.backend = SlidingBackend(self.net, self.cfg, self.device)
 

@@ -12,6 +12,8 @@ alone is ~2.7 s on a 2-core CPU):
   the PyTorch `YoloBackend` on the weights it was exported from.
 - `TiledBackend`: tiled inference around any backend: overlapping tiles plus the whole image,
   batched, boxes mapped back and merged across tiles (`detect.tiling`, SAHI's NMS or NMM).
+- `wrap_backend`: test-time augmentation (`--augment`, `detect.inference.tta`) and tiling
+  around the backend of any runtime.
 - `ExportedPredictor`: `detect.inference.Predictor`'s interface for an exported model.
 
 A backend takes BGR uint8 images of any sizes and returns one float32 ndarray[K, 6] per image,
@@ -22,7 +24,7 @@ spent to `times["pre"]`, `times["inference"]` and `times["post"]`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +34,7 @@ import numpy as np
 
 from detect import runtime, tiling
 from detect.errors import DetectError
+from detect.inference.tta import AugmentedBackend
 from detect.runtime import ExportedModel, letterbox, letterbox_shape, load_exported
 from detect.settings import Method, PredictConfig
 
@@ -145,10 +148,24 @@ class TiledBackend:
         return out
 
 
-def backend_for(model: ExportedModel, cfg: PredictConfig, imgsz: int) -> Backend:
-    """The backend of an exported model: `RuntimeBackend`, inside `TiledBackend` with `--tile`."""
-    backend: Backend = RuntimeBackend(model, cfg, imgsz)
+def wrap_backend(
+    make: Callable[[int], Backend], cfg: PredictConfig, imgsz: int, stride: int
+) -> Backend:
+    """`make(imgsz)`, or with `--augment` the test-time augmentation over `make` at several
+    sides (`detect.inference.tta`), inside `TiledBackend` with `--tile` (each tile augmented)."""
+    backend = AugmentedBackend(make, cfg, imgsz, stride) if cfg.augment else make(imgsz)
     return TiledBackend(backend, cfg) if cfg.tile else backend
+
+
+def backend_for(model: ExportedModel, cfg: PredictConfig, imgsz: int) -> Backend:
+    """The backend of an exported model: `RuntimeBackend`, with `--augment` and `--tile`
+    around it (`wrap_backend`)."""
+    if cfg.augment and not model.dynamic:
+        raise DetectError(
+            f"{model.path}: --augment needs an export with dynamic height and width "
+            "(re-export it with this version of detect export)"
+        )
+    return wrap_backend(lambda side: RuntimeBackend(model, cfg, side), cfg, imgsz, model.stride)
 
 
 def check_classes(cfg: PredictConfig, names: Sequence[str]) -> None:
@@ -192,6 +209,11 @@ class ExportedPredictor:
                     f"OpenVINO); use the .safetensors weights for --device {device}"
                 )
             self.model = load_exported(model_or_path)
+        if self.cfg.half:
+            raise DetectError(
+                f"{self.model.path}: --half runs fp16 on a CUDA GPU with .safetensors weights; "
+                "an exported model runs float32 on the CPU"
+            )
         if self.cfg.method != Method.yolo:
             raise DetectError(f"--method {self.cfg.method} needs window classifier weights")
         self.meta = dict(self.model.meta)
