@@ -161,6 +161,11 @@ def main() -> None:
     ap.add_argument("--score", type=Path, help="only score these detect weights on val")
     ap.add_argument("--score-imgsz", type=int, help="--score at this input size")
     ap.add_argument("--augment", action="store_true", help="--score with test-time augmentation")
+    ap.add_argument(
+        "--tta",
+        help="--augment passes instead of the default, e.g. '1,1f,0.83' "
+        "(side factors; f: mirrored)",
+    )
     ap.add_argument("extra", nargs="*", help="extra `detect train` options (after --)")
     a = ap.parse_args()
     data = a.data.resolve()
@@ -168,6 +173,11 @@ def main() -> None:
         from detect.data import load_dataset
 
         val = load_dataset(data, "val")
+        if a.tta:
+            import detect.inference.tta as tta
+
+            passes = tuple((float(p.rstrip("f")), p.endswith("f")) for p in a.tta.split(","))
+            tta.AugmentedBackend.__init__.__defaults__ = (passes,)
         print(line(str(a.score), score_weights(a.score, val, a.score_imgsz, a.augment)))
         return
     a.work.mkdir(parents=True, exist_ok=True)

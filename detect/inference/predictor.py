@@ -35,8 +35,13 @@ class Predictor:
     post-processing, `images` the number of images seen. A model in memory is left on its
     device, its train/eval mode restored after each call.
 
-    Raises DetectError for bad settings, a `--classes` id the model lacks, or weights that do
-    not fit the method (a window classifier needs a sliding method, a detector `yolo`).
+    `cfg.augment` predicts each image at several sides and mirrored, boxes merged
+    (`detect.inference.tta`); `cfg.half` runs the weights and inputs in fp16 on CUDA (decode
+    output and NMS in float32).
+
+    Raises DetectError for bad settings, a `--classes` id the model lacks, weights that do
+    not fit the method (a window classifier needs a sliding method, a detector `yolo`), or
+    `half` off CUDA or on a model in memory.
     """
 
     def __init__(
