@@ -174,10 +174,10 @@ def main() -> None:
 
         val = load_dataset(data, "val")
         if a.tta:
-            import detect.inference.tta as tta
+            from detect.inference.torchfree import AugmentedBackend
 
             passes = tuple((float(p.rstrip("f")), p.endswith("f")) for p in a.tta.split(","))
-            tta.AugmentedBackend.__init__.__defaults__ = (passes,)
+            AugmentedBackend.__init__.__defaults__ = (passes,)
         print(line(str(a.score), score_weights(a.score, val, a.score_imgsz, a.augment)))
         return
     a.work.mkdir(parents=True, exist_ok=True)

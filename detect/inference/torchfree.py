@@ -12,8 +12,9 @@ alone is ~2.7 s on a 2-core CPU):
   the PyTorch `YoloBackend` on the weights it was exported from.
 - `TiledBackend`: tiled inference around any backend: overlapping tiles plus the whole image,
   batched, boxes mapped back and merged across tiles (`detect.tiling`, SAHI's NMS or NMM).
-- `wrap_backend`: test-time augmentation (`--augment`, `detect.inference.tta`) and tiling
-  around the backend of any runtime.
+- `AugmentedBackend`: test-time augmentation around any backend (`--augment`; the passes and
+  their merge in `detect.inference.tta`).
+- `wrap_backend`: test-time augmentation and tiling around the backend of any runtime.
 - `ExportedPredictor`: `detect.inference.Predictor`'s interface for an exported model.
 
 A backend takes BGR uint8 images of any sizes and returns one float32 ndarray[K, 6] per image,
@@ -34,7 +35,7 @@ import numpy as np
 
 from detect import runtime, tiling
 from detect.errors import DetectError
-from detect.inference.tta import AugmentedBackend
+from detect.inference.tta import TTA_VARIANTS, flip_boxes_lr, merge_passes, tta_sides
 from detect.runtime import ExportedModel, letterbox, letterbox_shape, load_exported
 from detect.settings import Method, PredictConfig
 
@@ -145,6 +146,36 @@ class TiledBackend:
             )  # fmt: skip
             out.append(merged)
             times["post"] += time.perf_counter() - t0
+        return out
+
+
+class AugmentedBackend:
+    """Test-time augmentation around backends built by `make(side)` (one per input side of
+    `TTA_VARIANTS`); same interface as any backend: BGR uint8 images in, one float32
+    ndarray[K, 6] per image out (original pixels, by decreasing score). Every pass runs as one
+    batch of all `images`; the time of the merge counts as post-processing."""
+
+    def __init__(
+        self,
+        make: Callable[[int], Backend],
+        cfg: PredictConfig,
+        imgsz: int,
+        stride: int,
+        variants: Sequence[tuple[float, bool]] = TTA_VARIANTS,
+    ) -> None:
+        self.cfg = cfg
+        sides = tta_sides(imgsz, stride, [s for s, _ in variants])
+        self.passes = [(make(side), flip) for side, (_, flip) in zip(sides, variants, strict=True)]
+
+    def __call__(self, images: Sequence[np.ndarray], times: Times) -> list[np.ndarray]:
+        per_image: list[list[np.ndarray]] = [[] for _ in images]
+        for backend, flip in self.passes:
+            batch = [np.ascontiguousarray(im[:, ::-1]) for im in images] if flip else images
+            for k, d in enumerate(backend(batch, times)):
+                per_image[k].append(flip_boxes_lr(d, images[k].shape[1]) if flip else d)
+        t0 = time.perf_counter()
+        out = [merge_passes(p, self.cfg) for p in per_image]
+        times["post"] += time.perf_counter() - t0
         return out
 
 
