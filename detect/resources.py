@@ -37,7 +37,7 @@ def default_weights() -> Path:
 
 def default_predict_weights(device: str = "auto", half: bool = False) -> Path:
     """What `detect predict` runs without `--weights`: the default model exported to ONNX
-    (`weights/voc-tiny.onnx`, ONNX Runtime on the CPU: no torch import, 2.85x `yolo predict`'s
+    (`weights/voc-tiny.onnx`, ONNX Runtime on the CPU: no torch import, 2.81x `yolo predict`'s
     fastest CPU path in bench/README.md, Predict) where the model will run on the CPU, else
     the safetensors for PyTorch (a GPU, or `half`: fp16 is a CUDA path). Same model: the ONNX
     export records the SHA-256 of the safetensors it came from, and tests hold it to that file
