@@ -186,7 +186,11 @@ def command(
     if not show:
         return
     if result.stopped == "interrupted":
-        console.print(f"interrupted: state saved; continue with --resume {result.run_dir}")
+        console.print(
+            f"interrupted: state saved; continue with --resume {result.run_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130)
     if result.best_eval is not None:
         console.print(class_table(result.best_eval, result.best_epoch), highlight=False)
@@ -324,7 +328,9 @@ class _Progress:
                 )
                 console.print(
                     f"training on {plural(event.train_images, 'image')} (val {event.val_images}), "
-                    f"{budget}, {where}{resumed} -> {event.run_dir}"
+                    f"{budget}, {where}{resumed} -> {event.run_dir}",
+                    highlight=False,
+                    soft_wrap=True,  # a path split over two lines cannot be copied
                 )
             case E.DataRead():
                 for split, report in (("train", event.train_report), ("val", event.val_report)):
@@ -337,6 +343,7 @@ class _Progress:
                     f"cached {plural(event.images, 'image')} {where} "
                     f"({event.bytes / 2**20:.0f} MiB{reused})",
                     highlight=False,
+                    soft_wrap=True,
                 )
             case E.CacheProgress():
                 if self.task is None:
