@@ -11,7 +11,11 @@ OUT=${2:?usage: bash scripts/demo.sh <detect-binary> <outdir>}
 PY="$(dirname "$DETECT")/python"
 
 # DEMO_WEIGHTS / DEMO_SHAPES_WEIGHTS override the shipped models.
-WEIGHTS=${DEMO_WEIGHTS:-$("$PY" -c "from detect.resources import default_weights; print(default_weights())")}
+# Without DEMO_WEIGHTS the photos go through `detect predict` with no --weights, as a user runs
+# it (on a CPU: the shipped model's ONNX export).
+WEIGHTS=${DEMO_WEIGHTS:-$("$PY" -c "from detect.resources import default_predict_weights as w; print(w())")}
+WEIGHTS_OPT=()
+if [ -n "${DEMO_WEIGHTS:-}" ]; then WEIGHTS_OPT=(--weights "$WEIGHTS"); fi
 SHAPES=${DEMO_SHAPES_WEIGHTS:-$("$PY" -c "from detect.resources import shapes_weights; print(shapes_weights())")}
 for w in "$WEIGHTS" "$SHAPES"; do
     if [ ! -f "$w" ]; then
@@ -32,15 +36,18 @@ for name in ["astronaut.png", "chelsea.png", "motorcycle_left.png", "coffee.png"
 PYEOF
 echo
 echo "== detect predict $PHOTOS   (real photos, $(basename "$WEIGHTS"))"
-"$DETECT" predict "$PHOTOS" --weights "$WEIGHTS" --out "$OUT/photos-predict" \
+"$DETECT" predict "$PHOTOS" "${WEIGHTS_OPT[@]}" --out "$OUT/photos-predict" \
     --save-json "$OUT/photos.json"
 "$PY" - "$OUT/photos.json" "$WEIGHTS" <<'PYEOF'
 import json, sys
 from collections import defaultdict
-from safetensors import safe_open
+from detect.runtime import is_exported, load_exported
 rows = json.load(open(sys.argv[1]))
-with safe_open(sys.argv[2], "np") as f:
-    names = json.loads(f.metadata()["names"])
+if is_exported(sys.argv[2]):  # the ONNX default on a CPU
+    names = list(load_exported(sys.argv[2]).names)
+else:
+    from detect.models import read_metadata
+    names = list(read_metadata(sys.argv[2])["names"])
 found = defaultdict(list)
 for r in rows:
     c = names[r["category_id"]] if r["category_id"] < len(names) else str(r["category_id"])
