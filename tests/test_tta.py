@@ -1,6 +1,7 @@
 """Test-time augmentation (`detect predict --augment`, detect.inference.tta): the pass sides
 (hand-computed), the mirror mapping, the merge against torchvision's batched NMS, a model that
-finds one red box seen through every pass, and PyTorch vs ONNX Runtime agreement."""
+finds one red box seen through every pass, and PyTorch vs ONNX Runtime agreement; and the fp16
+model `--half` runs, against float32."""
 
 from __future__ import annotations
 
@@ -95,3 +96,20 @@ def test_cli_augment_and_half(tmp_path):
         app, ["predict", str(path), "--augment", "--method", "sliding", "--no-images"]
     )
     assert "--augment works with --method yolo only" in str(r.exception)
+
+
+def test_half_model_decodes_like_float32():
+    """What `--half` runs (weights and input in fp16, output cast to float32 for NMS), checked on
+    the CPU, where torch also has fp16 convolutions: the confident boxes of the shapes model move
+    less than 0.5 px. (The CLI refuses --half off CUDA: it is slower there, not faster.)"""
+    model, _ = load_weights(SHAPES)
+    model.fuse().eval()
+    x = torch.from_numpy(np.stack([_render(i)[:320, :320, ::-1] for i in range(3)]).copy())
+    x = x.permute(0, 3, 1, 2).float() / 255
+    with torch.inference_mode():
+        ref = model.predict(x)
+        got = model.half().predict(x.half()).float()
+    conf = ref[..., 4] * ref[..., 5:].max(-1).values > 0.25
+    assert conf.sum() >= 5
+    assert (got[..., :4] - ref[..., :4]).abs()[conf].max() < 0.5
+    assert (got[..., 4:] - ref[..., 4:]).abs().max() < 0.01
