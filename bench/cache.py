@@ -35,13 +35,13 @@ def one(data: str, mode: str, images: int, out: Path) -> dict:
     from detect.settings import DetectorConfig, RunConfig
 
     stamps: list[tuple[float, int]] = []  # (time, steps done)
-    t_cache: list[float] = []  # first CacheProgress, Cached
+    t_cache: dict[str, float] = {}  # when the first image was cached, when all were
 
     def cb(e) -> None:
-        if isinstance(e, E.CacheProgress | E.Cached) and len(t_cache) < 2:
-            t_cache.append(time.perf_counter())
+        if isinstance(e, E.CacheProgress):
+            t_cache.setdefault("first", time.perf_counter())
         elif isinstance(e, E.Cached):
-            t_cache[1] = time.perf_counter()
+            t_cache["done"] = time.perf_counter()
         elif isinstance(e, E.StepEnd):
             stamps.append((time.perf_counter(), e.batch))
 
@@ -52,7 +52,7 @@ def one(data: str, mode: str, images: int, out: Path) -> dict:
     train(cfg, cb)
     (ta, sa), (tb, sb) = stamps[0], stamps[-1]
     batch = cfg.task.batch
-    cache_s = t_cache[-1] - t_cache[0] if t_cache else 0.0
+    cache_s = t_cache["done"] - t_cache["first"] if "first" in t_cache else 0.0
     return {"images_per_s": (sb - sa) * batch / (tb - ta), "cache_s": cache_s,
             "loader_per_s": loader(data, mode, images, batch)}  # fmt: skip
 

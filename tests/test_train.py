@@ -296,6 +296,17 @@ def test_xy_scale_default_explicit_and_inherited_from_weights(tmp_path):
     assert xy_scale_for(DetectorConfig(), str(w)) == 1.0  # fine-tuning keeps its decode
 
 
+def _assert_same_samples(plain, cached, epochs) -> None:
+    """Every sample of every epoch in `epochs`: the same image and targets from both datasets."""
+    for epoch in epochs:
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            ia, ta, _ = plain[i]
+            ib, tb, _ = cached[i]
+            assert torch.equal(ia, ib) and torch.equal(ta, tb)
+
+
 def test_ram_cache_gives_the_same_samples(tmp_path):
     recs = _rect_records(tmp_path)
     plain, cached = AugmentedDataset(recs, 64, seed=2), AugmentedDataset(recs, 64, seed=2)
@@ -303,13 +314,7 @@ def test_ram_cache_gives_the_same_samples(tmp_path):
     rep = cached.cache_images(lambda done, total: seen.append((done, total)))
     assert seen[-1] == (6, 6) and rep.bytes == sum(im.nbytes for im, _, _ in cached._cache)
     assert rep.folder is None and rep.images == 6
-    for epoch in (0, 1):
-        plain.set_epoch(epoch)
-        cached.set_epoch(epoch)
-        for i in range(len(recs.images)):
-            ia, ta, _ = plain[i]
-            ib, tb, _ = cached[i]
-            assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    _assert_same_samples(plain, cached, epochs=(0, 1))
     for p in tmp_path.glob("*.png"):
         p.unlink()  # the cache no longer reads the files
     with pytest.raises(DetectError):
@@ -329,13 +334,7 @@ def test_disk_cache_gives_the_same_samples_and_is_reused(tmp_path):
     files = sorted(folder.glob("*.npz"))
     assert (rep.images, rep.reused, len(files)) == (6, 0, 6)
     assert rep.bytes == sum(f.stat().st_size for f in files) and cached._cache is None
-    for epoch in (0, 1):
-        plain.set_epoch(epoch)
-        cached.set_epoch(epoch)
-        for i in range(len(recs.images)):
-            ia, ta, _ = plain[i]
-            ib, tb, _ = cached[i]
-            assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    _assert_same_samples(plain, cached, epochs=(0, 1))
     again = AugmentedDataset(recs, 64, seed=2).cache_images(disk=folder)
     assert (again.reused, len(list(folder.glob("*.npz")))) == (6, 6)
     assert disk_cache_name(recs.images[0].path, 96) != files[0].name  # another --imgsz

@@ -336,12 +336,12 @@ class _Progress:
                 for split, report in (("train", event.train_report), ("val", event.val_report)):
                     print_report(report, verbose=self.verbose, split=split,
                                  saved="data-report.txt in the run")  # fmt: skip
-            case E.Cached():
-                where = "in RAM" if event.folder is None else f"in {event.folder}"
-                reused = f", {event.reused} from an earlier run" if event.reused else ""
+            case E.Cached(report=r):
+                where = "in RAM" if r.folder is None else f"in {r.folder}"
+                reused = f", {r.reused} from an earlier run" if r.reused else ""
                 console.print(
-                    f"cached {plural(event.images, 'image')} {where} "
-                    f"({event.bytes / 2**20:.0f} MiB{reused})",
+                    f"cached {plural(r.images, 'image')} {where} "
+                    f"({r.bytes / 2**20:.0f} MiB{reused})",
                     highlight=False,
                     soft_wrap=True,
                 )

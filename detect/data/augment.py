@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detect.data.dataset import DetectionDataset
+from detect.data.transforms import flip_boxes_lr, flip_boxes_ud
 from detect.data.types import DatasetRecords
 from detect.files import atomic_write_bytes
 
@@ -118,19 +119,6 @@ def augment_hsv(img: np.ndarray, rng: np.random.Generator, h: float, s: float, v
     lut_v = np.clip(x * r[2], 0, 255).astype(np.uint8)
     hsv = cv2.merge((cv2.LUT(hue, lut_h), cv2.LUT(sat, lut_s), cv2.LUT(val, lut_v)))
     cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=img)
-
-
-def flip_boxes_lr(boxes: np.ndarray, width: int) -> np.ndarray:
-    """Mirror `[N, 4]` xyxy boxes in an image `width` pixels wide."""
-    out = boxes.copy()
-    out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    return out
-
-
-def flip_boxes_ud(boxes: np.ndarray, height: int) -> np.ndarray:
-    out = boxes.copy()
-    out[:, 1], out[:, 3] = height - boxes[:, 3], height - boxes[:, 1]
-    return out
 
 
 @dataclass

@@ -94,6 +94,21 @@ def unletterbox_boxes(
     return out.astype(boxes.dtype, copy=False) if np.issubdtype(boxes.dtype, np.floating) else out
 
 
+def flip_boxes_lr(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Boxes `[N, 4+]` (xyxy pixels first, any further columns kept) mirrored left-right in an
+    image `width` pixels wide: training's flip, and test-time augmentation's mapping back."""
+    out = boxes.copy()
+    out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return out
+
+
+def flip_boxes_ud(boxes: np.ndarray, height: int) -> np.ndarray:
+    """Boxes `[N, 4+]` (xyxy pixels first) mirrored top-bottom in an image `height` px high."""
+    out = boxes.copy()
+    out[:, 1], out[:, 3] = height - boxes[:, 3], height - boxes[:, 1]
+    return out
+
+
 def _is_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 

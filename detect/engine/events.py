@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from detect.data.augment import CacheReport
 from detect.data.types import ReadReport
 
 
@@ -33,13 +34,9 @@ class CacheProgress:
 
 @dataclass(frozen=True)
 class Cached:
-    """`--cache` is ready: `images` held in RAM (`folder` None) or as files under `folder`,
-    `bytes` in all; `reused` were on disk already (an earlier run's)."""
+    """`--cache` is ready: what was cached, where, how many bytes, how many reused."""
 
-    images: int
-    bytes: int
-    folder: Path | None
-    reused: int
+    report: CacheReport
 
 
 @dataclass(frozen=True)

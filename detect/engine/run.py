@@ -109,8 +109,7 @@ def train(
                       callback, amp)  # fmt: skip
     if isinstance(task, DetectorTask) and tcfg.cache:
         disk = disk_cache_dir() if tcfg.cache == Cache.disk else None
-        rep = task.cache_images(lambda done, total: emit(CacheProgress(done, total)), disk)
-        emit(Cached(rep.images, rep.bytes, rep.folder, rep.reused))
+        emit(Cached(task.cache_images(lambda done, total: emit(CacheProgress(done, total)), disk)))
     if state is not None:
         _restore(trainer, state, tensors, run_dir)
     if dist.world > 1:

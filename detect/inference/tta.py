@@ -21,6 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from detect import runtime
+from detect.data.transforms import flip_boxes_lr  # also maps mirrored detections back
+
+__all__ = ["TTA_VARIANTS", "flip_boxes_lr", "merge_passes", "tta_sides"]
 from detect.settings import PredictConfig
 
 # (input side as a fraction of the model's, mirror left-right): ultralytics' augment passes
@@ -31,14 +34,6 @@ def tta_sides(imgsz: int, stride: int, scales: Sequence[float]) -> list[int]:
     """Input sides of the passes: `imgsz * s` rounded to a multiple of `stride` (at least one
     stride), as ultralytics' `scale_img(..., gs=stride)`."""
     return [max(stride, int(round(imgsz * s / stride)) * stride) for s in scales]
-
-
-def flip_boxes_lr(dets: np.ndarray, width: int) -> np.ndarray:
-    """Detections `[K, 6]` (x1, y1, x2, y2, score, class) found in a left-right mirrored image
-    of `width` pixels -> the same objects in the original image."""
-    out = dets.copy()
-    out[:, 0], out[:, 2] = width - dets[:, 2], width - dets[:, 0]
-    return out
 
 
 def merge_passes(passes: Sequence[np.ndarray], cfg: PredictConfig) -> np.ndarray:
