@@ -346,6 +346,10 @@ def test_disk_cache_gives_the_same_samples_and_is_reused(tmp_path):
     assert torch.equal(plain[0][0], cached[0][0]) and sample[0].shape == (3, 64, 64)
     os.utime(first, ns=(1, 1))  # an edited image: its key changes
     assert AugmentedDataset(recs, 64, seed=2).cache_images(disk=folder).reused == 5
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(DetectError, match="--cache disk: cannot write .*file"):
+        AugmentedDataset(recs, 64, seed=2).cache_images(disk=blocked / "cache")
 
 
 def test_fraction_single_cls_freeze_save_period_close_mosaic_and_finished_resume(

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from detect.data.dataset import DetectionDataset
 from detect.data.transforms import flip_boxes_lr, flip_boxes_ud
 from detect.data.types import DatasetRecords
+from detect.errors import DetectError
 from detect.files import atomic_write_bytes
 
 PAD = 114  # grey fill of letterbox / mosaic borders (YOLOv5's)
@@ -193,7 +194,8 @@ class AugmentedDataset(Dataset):
         path, size, modification time and `imgsz`, so later epochs and later runs read it back
         instead of decoding the JPEG (a changed image gets a new file); RAM stays flat.
 
-        Returns what was cached. Raises DetectError naming the first image that cannot be read.
+        Returns what was cached. Raises DetectError naming the first image that cannot be read,
+        or the cache file that cannot be written.
         """
         n = len(self)
         report = CacheReport(images=n, folder=Path(disk) if disk is not None else None)
@@ -218,7 +220,13 @@ class AugmentedDataset(Dataset):
                 img, _ = resize_long_side(img, self.imgsz)
                 buf = io.BytesIO()
                 np.savez(buf, img=img, hw=np.array([h, w], np.int64))
-                atomic_write_bytes(path, buf.getvalue())
+                try:
+                    atomic_write_bytes(path, buf.getvalue())
+                except OSError as e:
+                    raise DetectError(
+                        f"--cache disk: cannot write {path}: {e.strerror or e} (set "
+                        "DETECT_CACHE_DIR to a writable folder, or use --cache ram)"
+                    ) from None
             report.bytes += path.stat().st_size
             files.append(path)
             if callback is not None:
