@@ -1,0 +1,140 @@
+"""Tracking: ByteTrack's rules on hand-made detections, MOTChallenge rows, `detect track`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detect.errors import DetectError
+from detect.track import ByteTracker, TrackerConfig
+from detect.track.bytetrack import assign
+
+
+def box(cx: float, cy: float, score: float = 0.9, cls: int = 0, side: float = 40.0) -> list:
+    return [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, score, cls]
+
+
+def run(tracker: ByteTracker, frames: list[list[list]]) -> list[dict[int, np.ndarray]]:
+    """Per frame: {id: row} of the tracker's output."""
+    out = []
+    for dets in frames:
+        rows = tracker.update(np.array(dets, np.float64).reshape(-1, 6))
+        out.append({int(r[4]): r for r in rows})
+    return out
+
+
+# ---------------------------------------------------------------- the assignment
+
+
+def test_assign_is_lapjv_with_a_cost_limit():
+    # hand-computed: the optimum of lap.lapjv(cost, extend_cost=True, cost_limit=0.4), where
+    # leaving a row and a column unmatched costs 0.4 together. Matching (0,1) and (1,0) costs
+    # 0.71; matching (0,0) only costs 0.3 + 0.4 = 0.70: the better of the two. (Filtering a plain
+    # assignment of the whole matrix by the limit would have kept both pairs.)
+    cost = np.array([[0.30, 0.35], [0.36, 1.0]])
+    m, free_r, free_c = assign(cost, 0.4)
+    assert m.tolist() == [[0, 0]] and free_r.tolist() == [1] and free_c.tolist() == [1]
+    # with a looser limit both pairs: 0.71 < 0.3 + 1.0 (the limit cannot beat them now)
+    m, free_r, free_c = assign(cost, 0.9)
+    assert sorted(m.tolist()) == [[0, 1], [1, 0]] and not len(free_r) and not len(free_c)
+    m, free_r, free_c = assign(np.array([[0.5]]), 0.4)  # above the limit: never matched
+    assert m.shape == (0, 2) and free_r.tolist() == [0] and free_c.tolist() == [0]
+    m, free_r, free_c = assign(np.zeros((0, 3)), 0.8)
+    assert m.shape == (0, 2) and free_c.tolist() == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- the tracker's rules
+
+
+def test_crossing_objects_keep_their_ids():
+    # A moves right along y = 100, B left along y = 125, 4 px a frame; they overlap (IoU up
+    # to 0.23) around frame 12: the Kalman velocities keep each box on its own track.
+    frames = [[box(20 + 4 * f, 100), box(116 - 4 * f, 125)] for f in range(25)]
+    out = run(ByteTracker(), frames)
+    assert all(sorted(o) == [1, 2] for o in out)
+    for o in out:  # id 1 is A (moving right, the upper one) from the first frame to the last
+        assert o[1][1] < o[2][1]
+    assert out[-1][1][0] > out[-1][2][0]  # and they did cross
+
+
+def test_an_occluded_object_keeps_its_id_within_the_buffer():
+    # hidden for 10 frames (no detection), back where its motion leads: the same id
+    path = [box(20 + 3 * f, 80) for f in range(40)]
+    frames = [[p] if not 10 <= f < 20 else [] for f, p in enumerate(path)]
+    out = run(ByteTracker(TrackerConfig(track_buffer=30), fps=30), frames)
+    assert all(not o for o in out[10:20])
+    assert all(list(o) == [1] for o in out[:10] + out[20:])
+
+
+def test_a_track_lost_longer_than_the_buffer_gets_a_new_id():
+    # buffer 30 frames at 30 fps = 15 frames at 15 fps (ByteTrack's scaling)
+    path = [box(20 + 1 * f, 80) for f in range(60)]
+    frames = [[p] if not 10 <= f < 27 else [] for f, p in enumerate(path)]
+    out = run(ByteTracker(TrackerConfig(track_buffer=30), fps=15), frames)
+    assert list(out[9]) == [1]
+    assert not out[27]  # a new track is confirmed by its second frame
+    assert all(list(o) == [2] for o in out[28:])
+    frames = [[p] if not 10 <= f < 24 else [] for f, p in enumerate(path)]  # 14 frames: kept
+    out = run(ByteTracker(TrackerConfig(track_buffer=30), fps=15), frames)
+    assert all(list(o) == [1] for o in out[24:])
+
+
+def test_low_score_boxes_continue_tracks_but_never_start_one():
+    # BYTE's point: a tracked object whose score drops (occlusion, blur) to 0.3 < high 0.5 is
+    # still followed through the second association; a new object at 0.3 starts nothing.
+    frames = []
+    for f in range(20):
+        score = 0.3 if 8 <= f < 14 else 0.9
+        frames.append([box(20 + 3 * f, 80, score), box(200, 200, 0.3)])
+    out = run(ByteTracker(), frames)
+    assert all(list(o) == [1] for o in out)
+    assert out[10][1][5] == pytest.approx(0.3)  # the low box's score, on the same track
+    # below low_thresh (0.1) the box is not used at all: the track is lost for those frames
+    frames = [[box(20 + 3 * f, 80, 0.05 if 8 <= f < 14 else 0.9)] for f in range(20)]
+    out = run(ByteTracker(), frames)
+    assert all(not out[f] for f in range(8, 14)) and list(out[14]) == [1]
+
+
+def test_new_tracks_need_the_new_track_score_and_a_second_frame():
+    t = ByteTracker(TrackerConfig(new_track_thresh=0.6))
+    run(t, [[box(50, 50)]])  # frame 1: confirmed at once (ByteTrack's first-frame rule)
+    out = run(t, [[box(50, 50), box(150, 150, 0.55)], [box(50, 50), box(150, 150, 0.55)]])
+    assert [list(o) for o in out] == [[1], [1]]  # 0.55 < 0.6: never a track
+    out = run(t, [[box(50, 50), box(150, 150, 0.95)], [box(50, 50), box(150, 150, 0.95)]])
+    assert [list(o) for o in out] == [[1], [1, 2]]  # one frame unconfirmed, then id 2
+    # a one-frame blip (object 2 gone): never confirmed, so never an id
+    out = run(t, [[box(50, 50), box(250, 250, 0.95)], [box(50, 50)]])
+    assert [list(o) for o in out] == [[1], [1]] and t.next_id == 3
+    np.testing.assert_array_equal(t.counts(2), [2, 0])
+
+
+def test_class_is_the_score_weighted_vote_and_rows_point_at_their_detection():
+    t = ByteTracker()
+    classes = [0, 0, 1, 0, 1, 0]
+    for f, c in enumerate(classes):
+        dets = np.array([box(300, 300, 0.7), box(40 + 2 * f, 40, 0.8, cls=c)], np.float64)
+        rows = t.update(dets)
+        assert rows[:, 4].tolist() == [1, 2] and rows[:, 7].tolist() == [0, 1]
+        np.testing.assert_allclose(rows[:, 5], dets[:, 4], rtol=1e-6)
+    assert rows[1, 6] == 0  # 4 x 0.8 for class 0 against 2 x 0.8 for class 1
+    np.testing.assert_array_equal(t.counts(), [2])
+
+
+def test_kalman_learns_the_velocity():
+    # after a steady 5 px / frame, the track's box is the detection's (within a pixel) and the
+    # prediction for a missing frame lands 5 px further
+    t = ByteTracker()
+    for f in range(15):
+        rows = t.update(np.array([box(20 + 5 * f, 60)]))
+    assert rows[0, 0] == pytest.approx(box(90, 60)[0], abs=1.0)
+    assert t.tracked[0].mean[4] == pytest.approx(5.0, abs=0.3)
+
+
+def test_bad_input_and_settings_are_errors():
+    with pytest.raises(DetectError, match=r"\[K, 6\]"):
+        ByteTracker().update(np.zeros((3, 4)))
+    with pytest.raises(DetectError, match="low_thresh"):
+        ByteTracker(TrackerConfig(low_thresh=0.6, high_thresh=0.5))
+    with pytest.raises(DetectError, match="track_buffer"):
+        TrackerConfig(track_buffer=-1).check()
+    assert ByteTracker().update(np.zeros((0, 6))).shape == (0, 8)
