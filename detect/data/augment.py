@@ -30,7 +30,7 @@ from detect.data.dataset import DetectionDataset
 from detect.data.transforms import flip_boxes_lr, flip_boxes_ud
 from detect.data.types import DatasetRecords
 from detect.errors import DetectError
-from detect.files import atomic_write_bytes
+from detect.files import WriteError, atomic_write_bytes
 
 PAD = 114  # grey fill of letterbox / mosaic borders (YOLOv5's)
 
@@ -222,9 +222,9 @@ class AugmentedDataset(Dataset):
                 np.savez(buf, img=img, hw=np.array([h, w], np.int64))
                 try:
                     atomic_write_bytes(path, buf.getvalue())
-                except OSError as e:
+                except WriteError as e:
                     raise DetectError(
-                        f"--cache disk: cannot write {path}: {e.strerror or e} (set "
+                        f"--cache disk: cannot write {path}: {e.reason} (set "
                         "DETECT_CACHE_DIR to a writable folder, or use --cache ram)"
                     ) from None
             report.bytes += path.stat().st_size
