@@ -9,6 +9,7 @@ import typer
 from detect.cli.common import Classes, Device, Iou, MaxDet, console, err_console, parse_classes
 from detect.cli.text import plural
 from detect.errors import DetectError
+from detect.files import WriteError
 from detect.settings import Merge, Method, PredictConfig
 
 P = PredictConfig  # the defaults below are its
@@ -160,17 +161,20 @@ def command(
     )  # fmt: skip
     out_console = err_console if save_json == "-" else console  # keep stdout clean for JSON
     json_target = sys.stdout if save_json == "-" else save_json
-    with _sigterm_as_interrupt(), _progress(out_console) as progress:
-        summary = run_predict(
-            source, weights or default_weights(device, half), cfg, device=device, out=out,
-            save_json=json_target, save=save, vid_stride=vid_stride, callback=progress,
-        )  # fmt: skip
+    try:
+        with _sigterm_as_interrupt(), _progress(out_console) as progress:
+            summary = run_predict(
+                source, weights or default_weights(device, half), cfg, device=device, out=out,
+                save_json=json_target, save=save, vid_stride=vid_stride, callback=progress,
+            )  # fmt: skip
+    except WriteError as e:  # a full disk mid-run: what was done, then the one error line
+        if e.summary is not None:
+            print_summary(e.summary, out_console)
+            err_console.print(_how_far("stopped", e.summary), highlight=False, soft_wrap=True)
+        raise
     print_summary(summary, out_console)
     if summary.interrupted:
-        n, total = summary.frames, summary.total
-        done = f"{n} of {plural(total, 'frame')}" if total is not None else plural(n, "frame")
-        kept = f"; results so far in {summary.run_dir}" if summary.run_dir is not None else ""
-        err_console.print(f"interrupted after {done}{kept}", highlight=False, soft_wrap=True)
+        err_console.print(_how_far("interrupted", summary), highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     if summary.frames == 0:
         failed = plural(len(summary.failed), "input")
@@ -179,6 +183,15 @@ def command(
     if summary.failed:
         err_console.print(f"{plural(len(summary.failed), 'input')} failed, the rest were processed")
         raise typer.Exit(1)
+
+
+def _how_far(what: str, summary) -> str:
+    """`interrupted after 12 of 40 frames; results so far in runs/predict` (and the COCO
+    list, which holds exactly those frames)."""
+    n, total = summary.frames, summary.total
+    done = f"{n} of {plural(total, 'frame')}" if total is not None else plural(n, "frame")
+    kept = [str(p) for p in (summary.run_dir, summary.json_path) if p is not None]
+    return f"{what} after {done}" + (f"; results so far in {' and '.join(kept)}" if kept else "")
 
 
 class _sigterm_as_interrupt:

@@ -4,7 +4,6 @@ videos, YOLO label files and a COCO results list. Every file appears whole or no
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -13,7 +12,17 @@ import cv2
 import numpy as np
 
 from detect.errors import DetectError
-from detect.files import temp_beside
+from detect.files import (
+    AtomicFile,
+    WriteError,
+    all_or_nothing,
+    atomic_write_bytes,
+    check_writable_file,
+    mp4_complete,
+    rename_into_place,
+    short_write,
+    writing,
+)
 from detect.inference.draw import draw_detections
 from detect.inference.sources import Frame, Source
 
@@ -30,20 +39,29 @@ def json_id(source: Source, index: int) -> tuple[int | str, str]:
 class JsonRows:
     """A COCO results list written row by row (flat memory), atomically for a file.
 
-    Rows go to a temporary file beside the target, renamed over it on `close`.
+    Rows go to a temporary file beside the target, renamed over it on `close`: the file holds
+    every frame added before it, or does not exist. Raises WriteError naming the file when it
+    cannot be written (the temporary file removed).
     """
 
     def __init__(self, target: Path | TextIO) -> None:
         self.path: Path | None = None
-        self.tmp: str | None = None
+        self.file: AtomicFile | None = None
+        self.stream: TextIO | None = None
+        self.committed = False  # the file is in place, whole
         if isinstance(target, (str, Path)):
             self.path = Path(target)
-            fd, self.tmp = temp_beside(self.path)
-            self.f: TextIO = os.fdopen(fd, "w", encoding="utf-8")
+            self.file = AtomicFile(self.path, fsync=False)
         else:
-            self.f = target
+            self.stream = target
         self.n = 0
-        self.f.write("[")
+        self._put("[")
+
+    def _put(self, text: str) -> None:
+        if self.file is not None:
+            self.file.write(text.encode("utf-8"))
+        else:
+            self.stream.write(text)
 
     def add(self, image_id: int | str, file_name: str, dets: np.ndarray) -> None:
         for x1, y1, x2, y2, score, cls in dets.tolist():
@@ -54,58 +72,62 @@ class JsonRows:
                 "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                 "score": round(score, 5),
             }
-            self.f.write(("\n  " if self.n == 0 else ",\n  ") + json.dumps(row))
+            self._put(("\n  " if self.n == 0 else ",\n  ") + json.dumps(row))
             self.n += 1
 
     def close(self, ok: bool = True) -> None:
-        self.f.write("\n]\n" if self.n else "]\n")
-        self.f.flush()
-        if self.path is None:
+        """End the list: rename the file into place (`ok`), else remove it."""
+        if self.file is None:
+            self.stream.write("\n]\n" if self.n else "]\n")
+            self.stream.flush()
             return
-        self.f.close()
-        if ok:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file + rename, like detect.files.atomic_write_bytes but without the fsync.
-
-    A reader never sees half a file; an annotated image or a label file is reproducible output,
-    and one fsync per frame cost 0.5 s of a 10 s run over 200 images (bench/README.md).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        if self.file.closed:
+            return
+        if not ok:
+            self.file.discard()
+            return
+        self._put("\n]\n" if self.n else "]\n")
+        self.file.commit()
+        self.committed = True
 
 
 def _save_image(path: Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, img)
     if not ok:
         raise DetectError(f"cannot encode image {path}")
-    _write_atomic(path, buf.tobytes())
+    atomic_write_bytes(path, buf.tobytes(), fsync=False)
 
 
 class VideoOut:
     """An annotated copy of a video: mp4v, the source's fps and size, renamed into place when
-    complete (an interrupted run leaves no half-written file under the final name)."""
+    complete (an interrupted run leaves no half-written file under the final name). OpenCV
+    reports no write errors, so `close` checks the file is a whole MP4 before the rename.
+    Raises WriteError naming `path` when it cannot be written."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self.writer.isOpened():
-            raise DetectError(f"cannot write video {path}")
+            self.tmp.unlink(missing_ok=True)
+            check_writable_file(path)  # names the reason when it is the folder
+            raise WriteError(path, "OpenCV cannot open an mp4v video writer for it")
 
     def write(self, img: np.ndarray) -> None:
         self.writer.write(img)
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish the file and rename it into place (`keep`), or remove it."""
         self.writer.release()
-        os.replace(self.tmp, self.path)
+        try:
+            if keep and not mp4_complete(self.tmp):  # a full disk cuts it short
+                raise WriteError(self.path, short_write(self.path.parent))
+            if keep:
+                rename_into_place(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def yolo_lines(dets: np.ndarray, hw: tuple[int, int], conf: bool = True) -> str:
@@ -177,22 +199,36 @@ class Outputs:
             self.video, self.video_source = VideoOut(path, fps, (w, h)), frame.source
         return self.video
 
-    def close_video(self) -> None:
-        if self.video is not None:
-            self.video.close()
-            self.videos += 1
-        self.video = self.video_source = None
+    def close_video(self, keep: bool = True) -> None:
+        """Finish the video being written (`keep`: rename it into place, else remove it)."""
+        video, self.video, self.video_source = self.video, None, None
+        if video is not None:
+            video.close(keep)
+            self.videos += int(keep)
 
     def write(self, frame: Frame, dets: np.ndarray) -> None:
+        """Write one frame's outputs, all or nothing, its COCO rows last: after a WriteError the
+        run folder and the list hold exactly the frames written before."""
+        src = frame.source
+        counts = self.images, self.labels, self.crops
+        try:
+            with all_or_nothing():
+                self._write_files(frame, dets)
+        except WriteError:
+            self.images, self.labels, self.crops = counts
+            raise
+        if self.json is not None:  # last: the list holds the frames whose files are written
+            self.json.add(*json_id(src, frame.index), dets)
+
+    def _write_files(self, frame: Frame, dets: np.ndarray) -> None:
         src = frame.source
         is_image = src.kind == "image"
-        if self.json is not None:
-            self.json.add(*json_id(src, frame.index), dets)
         save = self.save
         rel = src.rel if is_image else src.rel.with_name(f"{src.rel.stem}_{frame.index}")
         if save.txt and len(dets):
             path = self.run_dir / "labels" / rel.with_suffix(".txt")
-            _write_atomic(path, yolo_lines(dets, frame.image.shape[:2], save.conf).encode())
+            text = yolo_lines(dets, frame.image.shape[:2], save.conf)
+            atomic_write_bytes(path, text.encode(), fsync=False)
             self.labels += 1
         if save.crop:  # before drawing: crops hold the image's own pixels
             for k, (cls, pixels) in enumerate(crops(frame.image, dets)):

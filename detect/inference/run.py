@@ -11,7 +11,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from detect.errors import DetectError
-from detect.files import new_run_dir
+from detect.files import (
+    WriteError,
+    check_writable,
+    check_writable_file,
+    new_run_dir,
+    remove_empty_dirs,
+)
 from detect.inference.outputs import JsonRows, Outputs, SaveOptions
 from detect.inference.sources import Frame, count_frames, expand_sources, iter_frames
 from detect.inference.stream import prefetch
@@ -95,12 +101,22 @@ def run_predict(
         summary says `interrupted`.
     Raises:
         DetectError before any work for a missing path, an empty folder, bad options or weights.
+        WriteError (a DetectError: `cannot write PATH: reason`) before any work when `out` or
+        `save_json` is in a read-only, unwritable or full place; during the frames when an
+        output cannot be written (disk full): the run stops there, every file written is whole
+        (the COCO list holds exactly the frames done, or does not exist) and the error's
+        `summary` is the PredictSummary of the frames done.
     """
     t_start = time.perf_counter()
     cfg = (cfg or PredictConfig()).check()
     if vid_stride < 1:
         raise DetectError(f"--vid-stride must be >= 1, got {vid_stride}")
     srcs = expand_sources(sources)
+    save = save or SaveOptions(images=save_images, txt=save_txt)
+    if save.run_dir:
+        check_writable(out)
+    if isinstance(save_json, (str, Path)):
+        check_writable_file(save_json)
     predictor = make_predictor(weights, cfg, device)
     total = count_frames(srcs, vid_stride) if callback is not None else None
     stats: dict[str, SourceStats] = {}
@@ -110,7 +126,6 @@ def run_predict(
         if s.path not in (None, Path(s.arg).expanduser()):  # a file of a folder, glob or list
             p = Path(s.arg).expanduser()
             stats[s.arg].kind = "folder" if p.is_dir() else "list" if p.is_file() else "glob"
-    save = save or SaveOptions(images=save_images, txt=save_txt)
     run_dir = new_run_dir(out) if save.run_dir else None
     json_rows = JsonRows(save_json) if save_json is not None else None
     outputs = Outputs(run_dir, predictor.names, save, json_rows)
@@ -121,7 +136,7 @@ def run_predict(
         device=f"cpu ({predictor.runtime})" if predictor.exported else str(predictor.device),
     )  # fmt: skip
     tally = _Tally(summary, stats, outputs, total, callback)
-    ok = False
+    ok, failed = False, None
     try:
         pending: list[Frame] = []  # in arrival order; errors wait with the good frames
         for frame in prefetch(iter_frames(srcs, vid_stride), depth=2 * cfg.batch):
@@ -133,16 +148,41 @@ def run_predict(
         ok = True
     except KeyboardInterrupt:  # Ctrl-C (a camera is stopped so): keep what was written
         summary.interrupted = ok = True
+    except WriteError as e:  # disk full: stop, keep what is whole
+        failed = e
     finally:
-        outputs.close_video()
-        if json_rows is not None:
-            json_rows.close(ok)
+        failed = _close(outputs, json_rows, ok, failed)
     summary.ms = predictor.ms_per_image()
     summary.saved_images, summary.saved_videos = outputs.images, outputs.videos
     summary.saved_labels, summary.saved_crops = outputs.labels, outputs.crops
     summary.json_path = json_rows.path if json_rows is not None else None
+    if json_rows is not None and json_rows.file is not None and not json_rows.committed:
+        summary.json_path = None  # it could not be written
     summary.seconds = time.perf_counter() - t_start
+    if failed is not None:
+        if run_dir is not None and remove_empty_dirs(run_dir):  # nothing was written into it
+            summary.run_dir = None
+        failed.summary = summary
+        raise failed
     return summary
+
+
+def _close(
+    outputs: Outputs, json_rows: JsonRows | None, ok: bool, failed: WriteError | None
+) -> WriteError | None:
+    """Finish the video and the COCO list after the frames: kept when the run ended well, was
+    interrupted or stopped at a WriteError (`failed`: an unfinished video is dropped, the list
+    keeps the frames done), else removed. Returns the first WriteError."""
+    try:
+        outputs.close_video(keep=failed is None)
+    except WriteError as e:
+        failed = failed or e
+    if json_rows is not None:
+        try:
+            json_rows.close(ok or failed is not None)
+        except WriteError as e:
+            failed = failed or e
+    return failed
 
 
 def make_predictor(weights: Any, cfg: PredictConfig, device: str = "auto") -> Any:
