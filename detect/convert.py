@@ -35,6 +35,7 @@ from detect.data import load_dataset
 from detect.data._common import relative_paths
 from detect.data.types import DatasetRecords, ReadReport
 from detect.errors import DetectError
+from detect.files import check_writable, put_bytes, writing
 
 FORMATS = ("yolo", "coco", "voc")
 
@@ -62,13 +63,16 @@ def convert(
 
     Raises:
         DetectError: an unknown format, `out` already exists (never overwritten), or a split
-            cannot be read.
+            cannot be read. WriteError (`cannot write OUT: reason`): before reading anything
+            when OUT's folder is read-only, unwritable or full; while writing (disk full), after
+            removing the partial folder: OUT then does not exist.
     """
     if to not in FORMATS:
         raise DetectError(f"unknown format {to!r} (use {', '.join(FORMATS)})")
     out = Path(out)
     if out.exists():
         raise DetectError(f"{out}: already exists (never overwritten; choose a new folder)")
+    check_writable(out)
     report = ReadReport()
     recs = [
         load_dataset(data, s, images=images, report=report) for s in splits or default_splits(data)
@@ -78,7 +82,8 @@ def convert(
         if r.names != names:
             raise DetectError(f"{data}: split '{r.split}' has other classes than '{recs[0].split}'")
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
+    with writing(out):
+        tmp.mkdir(parents=True)
     result = ConvertResult(out, to, {}, 0, report=report)
     total = sum(len(r.images) for r in recs)
     done = [0]
@@ -89,11 +94,12 @@ def convert(
             callback(done[0], total)
 
     try:
-        writer = {"yolo": _Yolo, "coco": _Coco, "voc": _Voc}[to](tmp, names, recs[0], copy)
-        for rec in recs:
-            result.splits[rec.split] = writer.split(rec, result, step)
-        writer.finish([r.split for r in recs])
-        os.replace(tmp, out)
+        with writing(out):  # (an image that cannot be read is reported and skipped before)
+            writer = {"yolo": _Yolo, "coco": _Coco, "voc": _Voc}[to](tmp, names, recs[0], copy)
+            for rec in recs:
+                result.splits[rec.split] = writer.split(rec, result, step)
+            writer.finish([r.split for r in recs])
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -116,6 +122,12 @@ def _place(src: Path | None, dst: Path, copy: bool, result: ConvertResult) -> bo
             pass  # another file system, or links not allowed: copy
     shutil.copy2(src, dst)
     return True
+
+
+def _put(path: Path, text: str) -> None:
+    """A file of the new folder (built under a temporary name: no atomic write needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    put_bytes(path, text.encode("utf-8"))
 
 
 def _num(v: float) -> str:
@@ -151,8 +163,7 @@ class _Yolo:
                 w, h = (b[2] - b[0]) / im.width, (b[3] - b[1]) / im.height
                 lines.append(f"{int(c)} {_num(cx)} {_num(cy)} {_num(w)} {_num(h)}")
             lab = self.root / "labels" / rec.split / Path(rel).with_suffix(".txt")
-            lab.parent.mkdir(parents=True, exist_ok=True)
-            lab.write_text("".join(f"{ln}\n" for ln in lines))
+            _put(lab, "".join(f"{ln}\n" for ln in lines))
             result.boxes += len(lines)
             n += 1
         return n
@@ -161,7 +172,7 @@ class _Yolo:
         # No `path` key: ultralytics then resolves the splits from the YAML's folder, as detect
         # does; `path: .` would be its working folder (ultralytics/data/utils.py).
         doc = {**{s: f"images/{s}" for s in splits}, "names": self.names}
-        (self.root / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        _put(self.root / "data.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
 class _Coco:
@@ -195,8 +206,7 @@ class _Coco:
             ],  # fmt: skip
         }
         path = self.root / "annotations" / f"instances_{rec.split}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc))
+        _put(path, json.dumps(doc))
         result.boxes += len(anns)
         return len(images)
 
@@ -205,7 +215,7 @@ class _Coco:
         for s in splits:
             doc[s] = {"coco": f"annotations/instances_{s}.json", "images": f"images/{s}"}
         doc["names"] = self.names
-        (self.root / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        _put(self.root / "data.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
 class _Voc:
@@ -252,7 +262,7 @@ class _Voc:
                 f"  <size><width>{im.width}</width><height>{im.height}</height>"
                 f"<depth>3</depth></size>\n{''.join(objs)}</annotation>\n"
             )
-            (self.root / "Annotations" / f"{vid}.xml").write_text(xml, encoding="utf-8")
+            _put(self.root / "Annotations" / f"{vid}.xml", xml)
             result.boxes += len(objs)
             ids.append(vid)
         self.lists[rec.split] = ids
@@ -260,7 +270,5 @@ class _Voc:
 
     def finish(self, splits: list[str]) -> None:
         for s, ids in self.lists.items():
-            (self.root / "ImageSets" / "Main" / f"{s}.txt").write_text(
-                "".join(f"{i}\n" for i in ids)
-            )
-        (self.root / "classes.txt").write_text("".join(f"{n}\n" for n in self.names))
+            _put(self.root / "ImageSets" / "Main" / f"{s}.txt", "".join(f"{i}\n" for i in ids))
+        _put(self.root / "classes.txt", "".join(f"{n}\n" for n in self.names))

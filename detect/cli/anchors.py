@@ -100,9 +100,13 @@ def command(
     from detect import anchor_boxes as A
     from detect.data import load_dataset
     from detect.errors import DetectError
+    from detect.files import check_writable_file
 
     if thr <= 1 or imgsz < 1 or stride < 1:
         raise DetectError("--thr must be > 1, --imgsz and --stride >= 1")
+    for path in (save, plot):  # a read-only or full destination: one error line now
+        if path not in (None, "-"):
+            check_writable_file(path)
     out = err_console if save == "-" else console  # keep stdout clean for the JSON
     ks = _parse_range(sweep) if sweep else []
     with out.status(f"reading {data} ..."):

@@ -86,6 +86,7 @@ def command(
     from rich.table import Table
 
     from detect.data import load_dataset
+    from detect.files import check_writable_file
     from detect.inference.dataset import bench_methods
     from detect.inference.sliding import DEFAULT_SCALES, parse_scales
     from detect.resources import data_dir, shapes_weights
@@ -93,6 +94,8 @@ def command(
     weights = weights or str(shapes_weights())
     window_weights = window_weights or str(data_dir("weights") / "shapes-window.safetensors")
     scale_list = parse_scales(scales)
+    if plot:  # a read-only or full destination: one error line before the benchmark
+        check_writable_file(plot)
     records = load_dataset(data, split=split, images=images)
     print_report(records.report, strict, verbose)
     with Progress(

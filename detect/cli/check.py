@@ -51,8 +51,18 @@ def command(
 
     from detect.check import ERROR_KINDS, check_dataset
     from detect.cli.common import print_report
-    from detect.files import atomic_write_json, atomic_write_text, new_run_dir
+    from detect.files import (
+        all_or_nothing,
+        atomic_write_json,
+        atomic_write_text,
+        check_writable,
+        check_writable_file,
+        new_run_dir,
+    )
 
+    check_writable(out)  # a read-only or full destination: one error line before the reading
+    if json_out not in (None, "-"):
+        check_writable_file(json_out)
     out_console = err_console if json_out == "-" else console
     with Progress(console=err_console, transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -72,9 +82,10 @@ def command(
                      errors=ERROR_KINDS)  # fmt: skip
         for kind, entries in s.report.entries.items():
             lines += [f"[{s.split}] {kind}: {m}" for m in entries]
-    atomic_write_text(run_dir / "problems.txt", "\n".join(lines) + ("\n" if lines else ""))
-    atomic_write_json(run_dir / "check.json", result.to_json())
-    _plots(run_dir, result)
+    with all_or_nothing(run_dir):  # the run folder's files all appear, or none and no folder
+        atomic_write_text(run_dir / "problems.txt", "\n".join(lines) + ("\n" if lines else ""))
+        atomic_write_json(run_dir / "check.json", result.to_json())
+        _plots(run_dir, result)
     out_console.print(f"plots, check.json and problems.txt in {run_dir}")
     if json_out == "-":
         print(json.dumps(result.to_json()))

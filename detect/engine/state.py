@@ -69,7 +69,9 @@ def load_resume_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     try:
         with safe_open(str(path), framework="pt") as f:
             state = json.loads((f.metadata() or {})["state"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            # copies, not views of the file's memory map: a map kept alive (by the optimizer's
+            # state) would hold the disk space of this file after the next checkpoint replaces it
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise DetectError(f"{path}: unreadable resume state ({str(e).splitlines()[0]})") from None
     return state, tensors

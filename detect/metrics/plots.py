@@ -3,6 +3,7 @@ imported only when plotting)."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 matplotlib.use("Agg")  # no display here; before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 
+from detect.files import all_or_nothing, atomic_write_bytes
 from detect.metrics.arrays import GroundTruth, Predictions, ground_truth, predictions
 from detect.metrics.coco import box_iou_xywh
 from detect.metrics.tide import ERROR_NAMES, MAIN_ERRORS, SPECIAL_ERRORS
@@ -68,7 +70,6 @@ def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
     """PR curve PNG per class (`pr_<name>.png`), one for all classes (`pr_all.png`) and
     `confusion_matrix.png` into `folder`; returns the paths written."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     g = ground_truth(gt)
     p = predictions(dets, g)
     rec = result.coco.params.rec_thrs
@@ -78,10 +79,7 @@ def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
     written = []
 
     def save(fig, name):
-        path = folder / name
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_png(fig, folder / name))
 
     for k, name in enumerate(result.names):
         fig, ax = plt.subplots(figsize=(5, 4), tight_layout=True)
@@ -143,22 +141,29 @@ def save_tide_plot(tides: list, names: list[str], path: str | Path) -> Path:
     ax.set_xticks(x, [ERROR_NAMES[e] for e in errors])
     ax.set(ylabel="dAP50 (points)", title="TIDE: AP50 gained by fixing each error type")
     ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    return _save_png(fig, Path(path))
+
+
+def _save_png(fig, path: Path) -> Path:
+    """The figure as a PNG at `path`, written atomically (WriteError when it cannot be)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue(), fsync=False)
 
 
 def save_comparison_plots(cmp, folder: str | Path) -> list[Path]:
     """One prediction set: its PR curves and confusion matrix in `folder` (save_plots); several:
-    each in `folder/<name>/`. With TIDE computed, `folder/tide.png` (all sets side by side)."""
+    each in `folder/<name>/`. With TIDE computed, `folder/tide.png` (all sets side by side).
+    All the plots appear or none: WriteError (`cannot write PATH: reason`) when one cannot be
+    written, and no file is left."""
     folder = Path(folder)
     written = []
-    for name, r in zip(cmp.names, cmp.results, strict=True):
-        sub = folder if len(cmp.results) == 1 else folder / _safe(name)
-        written += save_plots(r, sub, r.gt, r.pred)
-    if all(r.tide is not None for r in cmp.results):
-        written.append(save_tide_plot([r.tide for r in cmp.results], cmp.names,
-                                      folder / "tide.png"))  # fmt: skip
+    with all_or_nothing(None if folder.exists() else folder):  # (a folder made here goes too)
+        for name, r in zip(cmp.names, cmp.results, strict=True):
+            sub = folder if len(cmp.results) == 1 else folder / _safe(name)
+            written += save_plots(r, sub, r.gt, r.pred)
+        if all(r.tide is not None for r in cmp.results):
+            written.append(save_tide_plot([r.tide for r in cmp.results], cmp.names,
+                                          folder / "tide.png"))  # fmt: skip
     return written

@@ -30,7 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from detect.errors import DetectError
-from detect.files import atomic_write_bytes
+from detect.files import (
+    WriteError,
+    atomic_write_bytes,
+    check_writable,
+    check_writable_file,
+    put_bytes,
+    writing,
+)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": "_openvino"}
 OPSET = 17
@@ -106,7 +113,9 @@ def export_model(
         The path written.
     Raises:
         DetectError: unknown format, a model that is not a grid detector, a bad `imgsz`, or
-        OpenVINO not installed.
+        OpenVINO not installed. WriteError (`cannot write OUT: reason`) before any work when
+        `out`'s folder is read-only, unwritable or full, and when writing fails (nothing is
+        left half-written: a file or folder is replaced only when complete).
     """
     if fmt not in FORMATS:
         raise DetectError(f"unknown export format {fmt!r} (expected {', '.join(FORMATS)})")
@@ -114,6 +123,10 @@ def export_model(
         raise DetectError("only grid detectors (tiny, yolov2) can be exported")
     if imgsz < 32 or imgsz % 32:
         raise DetectError(f"imgsz must be a positive multiple of 32, got {imgsz}")
+    if fmt == "openvino":
+        check_writable(out)
+    else:
+        check_writable_file(out)
     model = model.eval().to("cpu")
     if fuse:
         model.fuse()
@@ -171,19 +184,27 @@ def _openvino(onnx_bytes: bytes, info: dict[str, Any], out: Path) -> Path:
             "--format openvino needs the openvino package (pip install openvino)"
         ) from None
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    work = None
     try:
-        src = work / "model.onnx"
-        src.write_bytes(onnx_bytes)
-        folder = work / out.name
-        folder.mkdir()
-        ov_model = ov.convert_model(str(src))
-        ov.save_model(ov_model, str(folder / OPENVINO_XML), compress_to_fp16=False)
-        (folder / OPENVINO_META).write_text(json.dumps(info, indent=1) + "\n")
-        _replace_dir(folder, out)
+        with writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
+            src = work / "model.onnx"
+            put_bytes(src, onnx_bytes)
+            folder = work / out.name
+            folder.mkdir()
+            ov_model = ov.convert_model(str(src))
+            try:
+                ov.save_model(ov_model, str(folder / OPENVINO_XML), compress_to_fp16=False)
+            except RuntimeError as e:  # OpenVINO's own error for a failed write
+                check_writable(out)  # names a full or read-only disk
+                why = (str(e).strip().splitlines() or ["no reason given"])[-1]
+                raise WriteError(out, f"OpenVINO could not save the model ({why})") from None
+            put_bytes(folder / OPENVINO_META, (json.dumps(info, indent=1) + "\n").encode())
+            _replace_dir(folder, out)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     return out
 
 
