@@ -10,7 +10,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from detect.engine.optim import ModelEMA, lr_factor, warmup_factor
 from detect.engine.results import write_results
 from detect.engine.state import RESUME_FILE, save_resume_state
 from detect.engine.trainer import Hook, Stop
+from detect.files import WriteError, all_or_nothing, remove_temps
 from detect.models import save_weights
 
 
@@ -274,7 +276,14 @@ class Checkpoint(Hook):
     evaluated weights as weights/last.safetensors (and best.safetensors when best; every
     `period` epochs epochN.safetensors too), results.csv and .png, and the resume state.
     `summary()` is the weights' training summary, `extra` more resume scalars (the model
-    config)."""
+    config).
+
+    A checkpoint is written all or nothing: every file to a temporary name first, renamed into
+    place only when all are written, the resume state last (a process killed between the
+    renames resumes from the previous state and redoes the epoch exactly). A checkpoint that
+    cannot be written (disk full) raises WriteError saying which checkpoint the run folder
+    still holds and how to continue; the temporary files of a killed process are removed when
+    the run resumes."""
 
     def __init__(
         self,
@@ -284,6 +293,15 @@ class Checkpoint(Hook):
         period: int = 0,
     ) -> None:
         self.run_dir, self.summary, self.extra, self.period = run_dir, summary, extra, period
+        self.saved: tuple[int, int] | None = None  # (epoch, batch) of the checkpoint on disk
+
+    def before_train(self) -> None:
+        t = self.trainer
+        if t.dist.main and (self.run_dir / RESUME_FILE).is_file():  # a resumed run
+            self.saved = (t.epoch, t.epoch_step)
+            for folder in (self.run_dir, self.run_dir / "weights"):
+                if folder.is_dir():
+                    remove_temps(folder)
 
     def after_epoch(self) -> None:
         t = self.trainer
@@ -297,7 +315,8 @@ class Checkpoint(Hook):
                     if self.period and t.epoch % self.period == 0:  # (t.epoch is 1-based here)
                         wdir = self.run_dir / "weights"
                         meta = {"training": self.summary()}
-                        save_weights(wdir / f"epoch{t.epoch}.safetensors", t.eval_model, meta)
+                        with self._failure_hint():
+                            save_weights(wdir / f"epoch{t.epoch}.safetensors", t.eval_model, meta)
                 finally:
                     t.epoch -= 1
             else:
@@ -325,11 +344,31 @@ class Checkpoint(Hook):
         t = self.trainer
         wdir = self.run_dir / "weights"
         meta = {"training": self.summary()}
-        save_weights(wdir / "last.safetensors", t.eval_model, meta)
-        if best:
-            save_weights(wdir / "best.safetensors", t.eval_model, meta)
-        save_resume_state(self.run_dir / RESUME_FILE, t.tensors(), {**t.state_dict(), **self.extra})
-        write_results(self.run_dir, t.rows)
+        with self._failure_hint(), all_or_nothing():
+            save_weights(wdir / "last.safetensors", t.eval_model, meta)
+            if best:
+                save_weights(wdir / "best.safetensors", t.eval_model, meta)
+            write_results(self.run_dir, t.rows)
+            state = {**t.state_dict(), **self.extra}
+            save_resume_state(self.run_dir / RESUME_FILE, t.tensors(), state)  # (renamed last)
+        self.saved = (t.epoch, t.epoch_step)
+
+    @contextmanager
+    def _failure_hint(self) -> Iterator[None]:
+        """A WriteError inside says what the run folder still holds and how to go on."""
+        try:
+            yield
+        except WriteError as e:
+            if self.saved is None:
+                hint = "; no checkpoint was saved yet: free some space and start the run again"
+            else:
+                epoch, batch = self.saved
+                at = f"epoch {epoch}" if batch == 0 else f"epoch {epoch + 1}, batch {batch}"
+                hint = (
+                    f"; {self.run_dir} keeps its checkpoint of {at} intact: free some space, "
+                    f"then continue with: detect train --resume {self.run_dir}"
+                )
+            raise WriteError(e.path, e.reason, hint) from None
 
 
 class EpochEvents(Hook):

@@ -35,7 +35,7 @@ from detect.engine.state import RESUME_FILE, load_resume_state
 from detect.engine.tasks import DetectorTask, WindowTask
 from detect.engine.trainer import Stop, Trainer, TrainResult
 from detect.errors import DetectError
-from detect.files import atomic_write_json, new_run_dir
+from detect.files import atomic_write_json, check_writable, new_run_dir
 from detect.models import load_weights
 from detect.settings import Cache, DetectorConfig, TrainConfig
 
@@ -69,7 +69,10 @@ def train(
     built-in ones (e.g. one that calls `trainer.request_stop`); `loss` replaces the task's
     loss (same signature: `DetectionLoss` for a detector, `(logits, labels)` for the window
     task). Raises DetectError for bad input, and when the loss becomes NaN/inf (the last good
-    checkpoint stays in the run folder).
+    checkpoint stays in the run folder); WriteError (`cannot write PATH: reason`) before reading
+    the data when the run folder's place is read-only, unwritable or full, and when a
+    checkpoint cannot be written (the previous one stays intact; the message says how to
+    continue with --resume).
     """
     if cfg.run.resume:
         workers = cfg.task.workers if isinstance(cfg.task, DetectorConfig) else None
@@ -82,6 +85,10 @@ def train(
         if dist.main and callback is not None:
             callback(event)
 
+    if dist.main:  # a read-only or full destination is known before the data is read
+        out = Path(run.out)
+        check_writable(Path(run.resume) / RESUME_FILE if run.resume else
+                       out.parent / run.name if run.name else out)  # fmt: skip
     torch.manual_seed(run.seed + dist.rank)
     np.random.seed(run.seed + dist.rank)
     random.seed(run.seed + dist.rank)
@@ -185,8 +192,10 @@ def _restore(trainer: Trainer, state: dict, tensors: dict, run_dir: Path) -> Non
         trainer.epoch = int(state["epoch"])
         trainer.elapsed_before = float(state["elapsed_before"])
         trainer.hook(H.BestModel).load_state_dict(state)
-    if trainer.dist.main:
-        trainer.rows = read_results(run_dir / "results.csv")
+    if trainer.dist.main:  # (a process killed while saving may have renamed results.csv but
+        # not the resume state, which is renamed last: rows past the state's epoch are redone)
+        rows = read_results(run_dir / "results.csv")
+        trainer.rows = [r for r in rows if r["epoch"] <= trainer.epoch]
 
 
 def _write_args(run_dir: Path, cfg: TrainConfig, task: Any, lr0: float, dist: Any) -> None:
