@@ -98,6 +98,15 @@ class RunConfig:
         return self
 
 
+# Validation: one set of settings for training's per-epoch validation, `detect evaluate DATA
+# --weights W` and `Detector.evaluate`, so that the same weights on the same data give the same
+# mAP everywhere (docs/reference.md, Validation).
+VAL_CONF = 0.001  # mAP integrates precision down to the lowest scores: keep them
+VAL_IOU = 0.45  # NMS IoU: `detect predict`'s. Shapes val (120 images, shapes-tiny): mAP50-95
+# 0.7045 at 0.45, 0.7042 at 0.6, 0.7043 at 0.7 (ultralytics' val default), mAP50 0.900 / 0.896
+VAL_MAX_DET = 300
+
+
 @dataclass
 class DetectorConfig:
     """Settings of the detector task (`--model tiny | yolov2`)."""
@@ -127,8 +136,8 @@ class DetectorConfig:
     mosaic: float = 1.0  # mosaic probability
     scale: float = 0.5  # random zoom 1 +- scale (AugmentConfig.scale)
     cache: str | None = None  # "ram" | "disk": decode and resize every training image once
-    val_conf: float = 0.001  # validation confidence threshold (mAP needs the low scores too)
-    val_iou: float = 0.7  # validation NMS IoU (as the reference measurement)
+    val_conf: float = VAL_CONF  # validation confidence threshold (mAP needs the low scores too)
+    val_iou: float = VAL_IOU  # validation NMS IoU (runs before issue 26 recorded 0.7)
 
     default_epochs = 100  # without --epochs and --time
 
@@ -163,7 +172,7 @@ class WindowTrainConfig:
     window: int = 32  # W: the crop side the classifier sees, pixels (`--imgsz` for this task)
     batch: int = 8  # crops per step
     neg_ratio: float = 3.0  # background crops per object crop
-    val_conf: float = 0.001  # conv-sliding validation confidence threshold
+    val_conf: float = VAL_CONF  # conv-sliding validation confidence threshold
 
     default_epochs = 15  # without --epochs and --time
 
@@ -241,6 +250,34 @@ def _task_class(model: str) -> type[DetectorConfig] | type[WindowTrainConfig]:
     if model in (Model.tiny, Model.yolov2):
         return DetectorConfig
     raise DetectError(f"unknown model {model!r} (use tiny, yolov2 or window)")
+
+
+@dataclass
+class TrackerConfig:
+    """ByteTrack's settings (`detect track`, `Detector.track`; detect.track.bytetrack), named as
+    in ultralytics' `bytetrack.yaml`. The thresholds are the paper's (track_thresh 0.5, a new
+    track at + 0.1), which scored as ultralytics' own on bench/track.py's clips."""
+
+    high_thresh: float = 0.5  # first association: boxes scoring at least this
+    low_thresh: float = 0.1  # second association: boxes scoring above this (and below high)
+    new_track_thresh: float = 0.6  # an unmatched box scoring at least this starts a track
+    match_thresh: float = 0.8  # first association: largest cost 1 - IoU x score of a match
+    track_buffer: int = 30  # frames a lost track waits for its object (at 30 fps)
+    fuse_score: bool = True  # first association cost 1 - IoU x score (MOT17); False: 1 - IoU
+
+    def check(self) -> TrackerConfig:
+        """Raise DetectError for an impossible setting."""
+        for name in ("high_thresh", "low_thresh", "new_track_thresh", "match_thresh"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise DetectError(f"{name} must be in [0, 1], got {v}")
+        if self.low_thresh > self.high_thresh:
+            raise DetectError(
+                f"low_thresh {self.low_thresh} is above high_thresh {self.high_thresh}"
+            )
+        if self.track_buffer < 0:
+            raise DetectError(f"track_buffer must be >= 0 frames, got {self.track_buffer}")
+        return self
 
 
 class Method(StrEnum):

@@ -6,6 +6,7 @@
     OUT/images/{train,val}/000000.jpg
     OUT/labels/{train,val}/000000.txt  one `class cx cy w h` line per box, normalised 0..1
     OUT/video.mp4, OUT/video_labels/frame_000001.txt   (with cfg.video)
+    OUT/video_gt.txt                   the clip's ground-truth tracks (MOTChallenge gt rows)
 
 Everything is deterministic per seed: image i of a split is drawn from its own generator
 `default_rng([seed, split, i])`, so it does not depend on how many images the other split has.
@@ -30,6 +31,7 @@ import numpy as np
 import yaml
 
 from detect.errors import DetectError
+from detect.track.mot import gt_lines
 
 # Aspect ratios differ on purpose so that anchors matter: round (circle, square, star),
 # wide-ish (triangle), tall (bar) and wide (ellipse).
@@ -48,6 +50,9 @@ class SynthConfig:
     video: bool = False  # also write video.mp4 with per-frame labels
     frames: int = 60  # video length (frames); small so tests stay fast
     fps: int = 15  # video frame rate
+    occluders: int = 0  # video: static unlabelled screens (another background's texture,
+    # full height) drawn over the moving shapes, which pass behind them: tracking through
+    # occlusion (bench/track.py)
     min_objects: int = 1  # objects per image, uniform in [min, max]
     max_objects: int = 8
     min_scale: float = 0.04  # longest object side as a fraction of the image side (log-uniform)
@@ -369,7 +374,38 @@ def yolo_lines(boxes: np.ndarray, classes: np.ndarray, size: int) -> str:
 
 
 def render_video_frames(cfg: SynthConfig):
-    """Yield (frame uint8 [S, S, 3], boxes float32 [N, 4], classes int64 [N]) of moving shapes."""
+    """Yield (frame uint8 [S, S, 3], boxes float32 [N, 4], classes int64 [N]) of moving shapes:
+    `render_video_tracks` without the identities (every object, even a hidden one)."""
+    for frame, boxes, classes, _, _ in render_video_tracks(cfg):
+        yield frame, boxes, classes
+
+
+def _stamp(owner: np.ndarray, mask: np.ndarray, x0: int, y0: int, k: int) -> int:
+    """Write `k` into `owner` [S, S] where `mask` (placed at x0, y0, clipped) is set; return
+    how many pixels that was."""
+    H, W = owner.shape
+    h, w = mask.shape
+    ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    if ax1 <= ax0 or ay1 <= ay0:
+        return 0
+    m = mask[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] > 0
+    owner[ay0:ay1, ax0:ax1][m] = k
+    return int(m.sum())
+
+
+def render_video_tracks(cfg: SynthConfig):
+    """The clip of moving shapes, with the ground truth a tracker is scored against.
+
+    3-6 shapes bounce off the borders at constant speeds (1.5-5 px a frame), crossing and
+    overlapping one another (the smaller drawn on top); `cfg.occluders` static screens hide
+    them as they pass behind. Yields per frame:
+        frame uint8 [S, S, 3] BGR, boxes float32 [N, 4] xyxy pixels (each object's whole extent,
+        hidden parts included, as MOTChallenge annotates), classes int64 [N], ids int64 [N]
+        (1, 2, ...: the same object keeps its id), visibility float32 [N] (the fraction of its
+        pixels shown: 0 when wholly hidden).
+    The frames and boxes are those of earlier versions for `occluders` 0 (the screens draw from
+    a generator of their own).
+    """
     size = cfg.size
     rng = np.random.default_rng([cfg.seed, 2])
     bg = _background(rng, size)
@@ -386,25 +422,41 @@ def render_video_frames(cfg: SynthConfig):
         pat["kind"] = "solid"  # a moving gradient would need its own frame of reference
         objs.append([cls, pts, ext, pos, vel, _contrasting_color(rng, under), pat])
     objs.sort(key=lambda o: -float(np.ptp(o[1], 0).prod()))  # big first: small ones stay visible
+    screens = []  # (x1, x2, texture): full-height bands of another background
+    orng = np.random.default_rng([cfg.seed, 3])
+    for _ in range(cfg.occluders):
+        w = int(orng.uniform(0.1, 0.16) * size)
+        x1 = int(orng.integers(0, size - w))
+        screens.append((x1, x1 + w, _background(orng, size)[:, x1 : x1 + w]))
     for _ in range(cfg.frames):
         frame = bg.copy()
-        boxes, classes = [], []
-        for o in objs:
+        owner = np.full((size, size), -1, np.int32)  # which object each pixel shows
+        boxes, classes, ids, area = [], [], [], []
+        for k, o in enumerate(objs):
             cls, pts, ext, pos, vel, color, pat = o
             mask, x0, y0 = polygon_mask(pts, *pos)
             box = draw_object(frame, mask, x0, y0, color, pat)
             if box is not None:
                 boxes.append(box)
                 classes.append(cls)
+                ids.append(k + 1)
+                area.append(_stamp(owner, mask, x0, y0, k + 1))
             pos += vel
             for d in range(2):  # bounce off the borders
                 if pos[d] < ext[d] or pos[d] > size - ext[d]:
                     vel[d] = -vel[d]
                     pos[d] = np.clip(pos[d], ext[d], size - ext[d])
+        for x1, x2, texture in screens:
+            frame[:, x1:x2] = texture
+            owner[:, x1:x2] = 0
+        shown = np.bincount(owner.ravel() + 1, minlength=len(objs) + 2)[2:]  # per id 1..
+        visible = [shown[i - 1] / max(a, 1) for i, a in zip(ids, area, strict=True)]
         yield (
             _finish(frame, rng, cfg.seed),
             np.array(boxes, np.float32).reshape(-1, 4),
             np.array(classes, np.int64),
+            np.array(ids, np.int64),
+            np.array(visible, np.float32),
         )
 
 
@@ -416,6 +468,8 @@ def _check(cfg: SynthConfig) -> None:
         raise DetectError(f"--train and --val must be >= 1, got {cfg.train} and {cfg.val}")
     if cfg.size < 32:
         raise DetectError(f"--size must be >= 32 pixels, got {cfg.size}")
+    if cfg.occluders < 0:
+        raise DetectError(f"--occluders must be >= 0, got {cfg.occluders}")
     if cfg.video and (cfg.frames < 1 or cfg.fps < 1):
         raise DetectError(f"--frames and --fps must be >= 1, got {cfg.frames} and {cfg.fps}")
     if not 1 <= cfg.min_objects <= cfg.max_objects:
@@ -503,12 +557,16 @@ def _write_video(
     labels.mkdir()
     n = 0
     try:
-        for frame, boxes, classes in render_video_frames(cfg):
+        gt = []  # MOTChallenge ground-truth rows
+        for frame, boxes, classes, ids, vis in render_video_tracks(cfg):
             writer.write(frame)
             n += 1
+            gt.append(gt_lines(n, ids, boxes, classes, vis))
+            boxes, classes = boxes[vis > 0], classes[vis > 0]  # labels: what can be seen
             (labels / f"frame_{n:06d}.txt").write_text(yolo_lines(boxes, classes, cfg.size))
             if callback:
                 callback(done + n, total)
+        (tmp / "video_gt.txt").write_text("".join(gt))
     finally:
         writer.release()
     return n

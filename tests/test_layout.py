@@ -28,6 +28,16 @@ ALLOWED_DEFERRED = {
     # `detect predict --weights model.onnx` never imports torch (~2.7 s): run_predict loads the
     # PyTorch predictor only for PyTorch weights
     ("detect.inference.run", "detect.inference.predictor"),
+    # `import detect` stays light: `detect.Detector` loads detect.api on first use; and the
+    # Detector loads PyTorch only for what needs it (training, evaluating, exporting: an
+    # exported model predicts without it); supervision is optional (Result.to_supervision)
+    ("detect", "detect"),
+    ("detect.api", "detect.engine"),
+    ("detect.api", "detect.inference.dataset"),
+    ("detect.api", "detect.models"),
+    ("detect.api", "detect.models.export"),
+    ("detect.api", "detect.models.weights_file"),
+    ("detect.api", "supervision"),
 }
 
 

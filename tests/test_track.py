@@ -138,3 +138,65 @@ def test_bad_input_and_settings_are_errors():
     with pytest.raises(DetectError, match="track_buffer"):
         TrackerConfig(track_buffer=-1).check()
     assert ByteTracker().update(np.zeros((0, 6))).shape == (0, 8)
+
+
+# ---------------------------------------------------------------- ground truth and the command
+
+
+def test_synth_video_writes_ground_truth_tracks(tmp_path):
+    from detect.synth import SynthConfig, make_synth
+    from detect.track.mot import read_mot
+
+    cfg = SynthConfig(train=1, val=1, size=160, video=True, frames=30, occluders=1, seed=1)
+    make_synth(tmp_path / "s", cfg)
+    gt = read_mot(tmp_path / "s" / "video_gt.txt")
+    assert gt[:, 0].min() == 1 and gt[:, 0].max() == 30
+    for f in range(1, 31):
+        ids = gt[gt[:, 0] == f, 1]
+        assert len(ids) == len(set(ids.tolist()))  # one row per object and frame
+    assert (gt[:, 6] == 1).all() and ((gt[:, 8] >= 0) & (gt[:, 8] <= 1)).all()
+    assert (gt[:, 8] < 1).any()  # the screen hides some of them
+    # the per-frame YOLO labels are the ground truth's visible boxes, normalised
+    lab = np.loadtxt(tmp_path / "s" / "video_labels" / "frame_000007.txt", ndmin=2)
+    g = gt[(gt[:, 0] == 7) & (gt[:, 8] > 0)]
+    np.testing.assert_allclose(lab[:, 1:3] * 160, g[:, 2:4] + g[:, 4:6] / 2, atol=0.01)
+    np.testing.assert_array_equal(lab[:, 0], g[:, 7])
+
+
+def test_perfect_detections_give_one_track_per_object():
+    """Oracle: the synthetic clip's own boxes as detections. Each object keeps one track id
+    from its first frame to its last, and no track jumps between objects."""
+    from detect.synth import SynthConfig, render_video_tracks
+
+    t = ByteTracker(fps=15)
+    pairs = set()
+    for _, boxes, classes, ids, _vis in render_video_tracks(SynthConfig(frames=60, seed=1)):
+        dets = np.concatenate([boxes, np.full((len(boxes), 1), 0.9), classes[:, None]], 1)
+        rows = t.update(dets)
+        assert len(rows) == len(boxes)
+        pairs |= {(int(ids[int(r[7])]), int(r[4])) for r in rows}
+    gt_ids, track_ids = zip(*pairs, strict=True)
+    assert len(set(gt_ids)) == len(pairs) == len(set(track_ids))  # a one-to-one mapping
+
+
+def test_detect_track_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from detect.cli.main import make_app
+    from detect.resources import shapes_weights
+    from detect.synth import SynthConfig, make_synth
+    from detect.track.mot import read_mot
+
+    make_synth(tmp_path / "s", SynthConfig(train=1, val=1, video=True, frames=10, seed=2))
+    out = tmp_path / "runs" / "track"
+    args = ["track", str(tmp_path / "s" / "video.mp4"), "--weights", str(shapes_weights()),
+            "--save-txt", "--out", str(out)]  # fmt: skip
+    r = CliRunner().invoke(make_app(["track"]), args, prog_name="detect")
+    assert r.exit_code == 0, r.output
+    assert "Distinct objects per class" in r.output and (out / "video.mp4").is_file()
+    rows = read_mot(out / "mot" / "video.txt")
+    assert rows[:, 0].min() == 1 and rows[:, 0].max() <= 10 and (rows[:, 7:] == -1).all()
+    text = (out / "mot" / "video.txt").read_text().splitlines()[0].split(",")
+    assert len(text) == 10 and text[7:] == ["-1", "-1", "-1"]
+    r = CliRunner().invoke(make_app(["track"]), ["track", str(tmp_path / "nope.mp4")])
+    assert r.exit_code != 0 and "no such file" in str(r.exception)

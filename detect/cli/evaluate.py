@@ -14,6 +14,7 @@ import typer
 
 from detect.cli.common import Device, Images, Iou, MaxDet, Seed, Split, Strict, Verbose
 from detect.cli.text import num, plural, signed, table
+from detect.settings import VAL_CONF, VAL_IOU, VAL_MAX_DET
 
 EXAMPLES = [
     "detect evaluate instances_val.json --pred preds.json",
@@ -70,21 +71,30 @@ def command(
     ] = None,
     conf: Annotated[
         float, typer.Option("--conf", help="Confidence threshold (--weights).")
-    ] = 0.001,
-    iou: Iou = 0.45,
-    max_det: MaxDet = 300,
+    ] = VAL_CONF,
+    iou: Iou = VAL_IOU,
+    max_det: MaxDet = VAL_MAX_DET,
     imgsz: Annotated[
         int | None, typer.Option("--imgsz", help="Input size (--weights; default: the model's).")
     ] = None,
     device: Device = "auto",
-    batch: Annotated[int, typer.Option("--batch", help="Images per batch (--weights).")] = 16,
+    batch: Annotated[
+        int | None,
+        typer.Option(
+            "--batch",
+            help="Images per batch (--weights; default: the batch the weights were validated "
+            "at in training, else 16: a batch shares one letterbox shape).",
+        ),
+    ] = None,
     strict: Strict = False,
     verbose: Verbose = False,
 ) -> None:
     """Score predictions against ground truth: the 12 COCO numbers (as pycocotools), VOC07
     11-point mAP@0.5, VOC all-point mAP@0.5, the best-F1 confidence (P, R, F1) per class and
     overall, and with --tide TIDE's error breakdown. Give --pred PRED, or --weights W to predict
-    DATA's split first; several --pred (or --weights) print one side-by-side comparison."""
+    DATA's split first; several --pred (or --weights) print one side-by-side comparison.
+    --weights uses training's validation settings (conf, NMS IoU, batch): the same weights on
+    the same split score what the training table showed."""
     from detect.data.types import ReadReport
     from detect.errors import DetectError
     from detect.metrics.compare import compare_runs
@@ -137,6 +147,7 @@ def _read_predictions(data, pred, split, images, report):
 
 
 def _predict(data, weights, split, images, conf, iou, max_det, imgsz, device, batch, report):
+    from detect.api import validation_batch
     from detect.cli.common import default_weights
     from detect.data import load_dataset
     from detect.device import select_device
@@ -148,7 +159,8 @@ def _predict(data, weights, split, images, conf, iou, max_det, imgsz, device, ba
     for name, w in zip(_names(weights), weights, strict=True):
         dets[name] = predict_records(
             gt, w, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
-            device=select_device(device), batch=batch, callback=_progress(f"predicting {name}"),
+            device=select_device(device), batch=batch or validation_batch(w),
+            callback=_progress(f"predicting {name}"),
         )  # fmt: skip
     return gt, dets
 

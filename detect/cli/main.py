@@ -16,8 +16,8 @@ from detect.errors import DetectError
 
 # name -> module under detect.cli; each module defines `command` (its docstring is the help).
 COMMANDS = [
-    "predict", "train", "evaluate", "anchors", "check", "convert", "synth", "bench", "export",
-    "info",
+    "predict", "track", "train", "evaluate", "anchors", "check", "convert", "synth", "bench",
+    "export", "info",
 ]  # fmt: skip
 
 

@@ -23,10 +23,19 @@ def command(
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 320,
     seed: Seed = 0,
     video: Annotated[
-        bool, typer.Option("--video", help="Also write video.mp4 with per-frame labels.")
+        bool,
+        typer.Option(
+            "--video",
+            help="Also write video.mp4 with per-frame labels and its ground-truth tracks "
+            "(video_gt.txt, MOTChallenge rows) for `detect track` and bench/track.py.",
+        ),
     ] = False,
     frames: Annotated[int, typer.Option("--frames", help="Video length in frames.")] = 60,
     fps: Annotated[int, typer.Option("--fps", help="Video frame rate.")] = 15,
+    occluders: Annotated[
+        int,
+        typer.Option("--occluders", help="Video: static screens the shapes pass behind."),
+    ] = 0,
     easy: Annotated[
         bool,
         typer.Option(
@@ -42,7 +51,7 @@ def command(
 
     cfg = SynthConfig(
         train=train, val=val, size=size, seed=seed, video=video, frames=frames, fps=fps,
-        **(EASY if easy else {}),
+        occluders=occluders, **(EASY if easy else {}),
     )  # fmt: skip
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("drawing", total=None)
@@ -68,4 +77,5 @@ def command(
     if s.video_frames:
         frames = plural(s.video_frames, "frame")
         console.print(f"video: {s.out / 'video.mp4'} ({frames} at {fps} fps)")
+        console.print(f"ground-truth tracks: {s.out / 'video_gt.txt'} (MOTChallenge rows)")
     console.print(f"data: {s.out / 'data.yaml'} ({s.seconds:.1f} s)")

@@ -64,6 +64,7 @@ def draw_detections(
     line_width: int | None = None,
     hide_labels: bool = False,
     hide_conf: bool = False,
+    ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw detections on a BGR uint8 image, in place, and return it.
 
@@ -74,19 +75,24 @@ def draw_detections(
         line_width: box line width in pixels (None: ~0.3% of the image's perimeter, at least 1).
         hide_labels: boxes only, no label.
         hide_conf: the class name without its score.
+        ids: int [K] track ids (`detect track`): each box is coloured by its id, not its class,
+            and its label starts with the id ('7 person 0.81').
     """
     h, w = img.shape[:2]
     lw = line_width or max(round((h + w) / 2 * 0.003), 1)
     font_scale = lw / 3
     thickness = max(lw - 1, 1)
     # Draw low scores first so the most confident boxes and labels end on top.
-    for x1, y1, x2, y2, score, cls in dets[::-1]:
-        c = color(int(cls))
+    for k in range(len(dets) - 1, -1, -1):
+        x1, y1, x2, y2, score, cls = dets[k, :6]
+        c = color(int(cls) if ids is None else int(ids[k]))
         p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
         cv2.rectangle(img, p1, p2, c, lw, cv2.LINE_AA)
         if hide_labels:
             continue
         text = label_text(int(cls), None if hide_conf else float(score), names)
+        if ids is not None:
+            text = f"{int(ids[k])} {text}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         th += base
         # Above the box when there is room, else just inside its top edge; kept inside the image.

@@ -16,6 +16,7 @@ from detect.inference.torchfree import (
     Backend,
     ExportedPredictor,
     Times,
+    check_batch,
     check_classes,
     wrap_backend,
 )
@@ -103,6 +104,7 @@ class Predictor:
         return self.model.backend if self.exported else "pytorch"
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        check_batch(images)
         if not len(images):
             return []
         if self.exported:

@@ -199,6 +199,16 @@ def backend_for(model: ExportedModel, cfg: PredictConfig, imgsz: int) -> Backend
     return wrap_backend(lambda side: RuntimeBackend(model, cfg, side), cfg, imgsz, model.stride)
 
 
+def check_batch(images: Any) -> None:
+    """DetectError unless `images` is a list of images (a 4-D array passes): one array
+    [H, W, 3] alone would be read as H images of one row each."""
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise DetectError(
+            f"expected a list of BGR uint8 [H, W, 3] images, got one array of shape "
+            f"{list(images.shape)}: pass [image] (detect.Detector takes either)"
+        )
+
+
 def check_classes(cfg: PredictConfig, names: Sequence[str]) -> None:
     """DetectError for a `--classes` id the model does not have."""
     bad = [c for c in cfg.classes or () if not 0 <= c < len(names)]
@@ -267,6 +277,7 @@ class ExportedPredictor:
         return self.model.backend
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        check_batch(images)
         if not len(images):
             return []
         out = self.backend(images, self.times)

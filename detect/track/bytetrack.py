@@ -18,10 +18,10 @@ Per frame (`ByteTracker.update`), after a Kalman prediction of every track (`kal
 The rules and thresholds are the authors' (`yolox/tracker/byte_tracker.py`) with the defaults
 of ultralytics' `bytetrack.yaml` where the two differ on a name: `high_thresh` 0.5 and
 `new_track_thresh` 0.6 are the paper's (track_thresh, + 0.1). IoU is continuous (no +1 pixel,
-as ultralytics; the authors' cython_bbox adds one). The assignment is scipy's
-`linear_sum_assignment` in the formulation of `lap.lapjv(extend_cost=True, cost_limit=t)`,
-which both implementations call: leaving a track and a box unmatched costs t, so no pair above
-t is ever matched and the total cost is optimal. Tracking is class-agnostic, as in both; a
+as ultralytics; the authors' cython_bbox adds one). The assignment is the one both
+implementations make, `lap.lapjv(cost, extend_cost=True, cost_limit=t)` (Jonker-Volgenant):
+leaving a track and a box unmatched costs t, so no pair above t is ever matched and the total
+cost is optimal. Tracking is class-agnostic, as in both; a
 track's class is the score-weighted vote of the detections it matched.
 """
 
@@ -30,38 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import lap
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from detect.errors import DetectError
 from detect.iou import pairwise_iou
+from detect.settings import TrackerConfig
 from detect.track import kalman
-
-
-@dataclass
-class TrackerConfig:
-    """ByteTrack's settings (the names of ultralytics' `bytetrack.yaml`)."""
-
-    high_thresh: float = 0.5  # first association: boxes scoring at least this
-    low_thresh: float = 0.1  # second association: boxes scoring above this (and below high)
-    new_track_thresh: float = 0.6  # an unmatched box scoring at least this starts a track
-    match_thresh: float = 0.8  # first association: largest cost 1 - IoU x score of a match
-    track_buffer: int = 30  # frames a lost track waits for its object (at 30 fps)
-    fuse_score: bool = True  # first association cost 1 - IoU x score (MOT17); False: 1 - IoU
-
-    def check(self) -> TrackerConfig:
-        """Raise DetectError for an impossible setting."""
-        for name in ("high_thresh", "low_thresh", "new_track_thresh", "match_thresh"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise DetectError(f"{name} must be in [0, 1], got {v}")
-        if self.low_thresh > self.high_thresh:
-            raise DetectError(
-                f"low_thresh {self.low_thresh} is above high_thresh {self.high_thresh}"
-            )
-        if self.track_buffer < 0:
-            raise DetectError(f"track_buffer must be >= 0 frames, got {self.track_buffer}")
-        return self
 
 
 class State(IntEnum):
@@ -103,10 +78,10 @@ class Track:
 
 
 def assign(cost: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Optimal matching of rows to columns where a pair may cost at most `limit`.
+    """Optimal matching of rows to columns where a pair may cost at most `limit`:
+    `lap.lapjv(cost, extend_cost=True, cost_limit=limit)`, which extends the matrix so that
+    leaving a row (or a column) unmatched costs limit / 2.
 
-    `lap.lapjv(cost, extend_cost=True, cost_limit=limit)`'s problem, solved by scipy: the matrix
-    is extended so that leaving a row (or a column) unmatched costs limit / 2.
     Args:
         cost: float [N, M].
     Returns:
@@ -115,19 +90,12 @@ def assign(cost: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray, np.n
     n, m = cost.shape
     if n == 0 or m == 0:
         return np.empty((0, 2), np.int64), np.arange(n), np.arange(m)
-    big = 1e6  # "never": finite, as linear_sum_assignment needs a feasible matrix
-    ext = np.full((n + m, n + m), big)
-    ext[:n, :m] = np.where(cost <= limit, cost, big)
-    ext[:n, m:][np.diag_indices(n)] = limit / 2  # row i unmatched
-    ext[n:, :m][np.diag_indices(m)] = limit / 2  # column j unmatched
-    ext[n:, m:] = 0.0
-    rows, cols = linear_sum_assignment(ext)
-    keep = (rows < n) & (cols < m)
-    keep[keep] = cost[rows[keep], cols[keep]] <= limit
-    matches = np.stack((rows[keep], cols[keep]), 1).astype(np.int64)
+    _, x, _ = lap.lapjv(np.asarray(cost, np.float64), extend_cost=True, cost_limit=limit)
+    rows = np.flatnonzero(x >= 0)
+    matches = np.stack((rows, x[rows]), 1).astype(np.int64)
     return (
         matches,
-        np.setdiff1d(np.arange(n), matches[:, 0]),
+        np.flatnonzero(x < 0),
         np.setdiff1d(np.arange(m), matches[:, 1]),
     )
 
