@@ -20,7 +20,6 @@ import functools
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,15 @@ import numpy as np
 import yaml
 
 from detect.errors import DetectError
+from detect.files import (
+    WriteError,
+    check_writable,
+    mp4_complete,
+    put_bytes,
+    short_write,
+    temp_dir_beside,
+    writing,
+)
 from detect.track.mot import gt_lines
 
 # Aspect ratios differ on purpose so that anchors matter: round (circle, square, star),
@@ -481,14 +489,18 @@ def make_synth(out: str | Path, cfg: SynthConfig, callback: Callback | None = No
 
     Everything is written into a temporary sibling folder renamed to `out` at the end, so `out`
     is either complete or absent. `callback(done, total)` is called after each image / frame.
+    Raises DetectError for bad settings or a non-empty `out`; WriteError (`cannot write OUT:
+    reason`) before any work when OUT's folder is read-only, unwritable or full, and when a
+    write fails (the temporary folder removed: OUT then does not exist).
     """
     _check(cfg)
     out = Path(out).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DetectError(f"{out}: exists and is not empty; choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    with writing(out):
+        tmp = temp_dir_beside(out)
     total = cfg.train + cfg.val + (cfg.frames if cfg.video else 0)
     done = 0
     boxes_per = {s: [0] * len(CLASS_NAMES) for s in SPLITS}
@@ -503,11 +515,12 @@ def make_synth(out: str | Path, cfg: SynthConfig, callback: Callback | None = No
                 img, boxes, classes = render_image(
                     np.random.default_rng([cfg.seed, split_id, i]), cfg
                 )
-                if not cv2.imwrite(str(tmp / "images" / split / f"{i:06d}.jpg"), img, params):
-                    raise DetectError(f"{tmp}: could not write an image")
-                (tmp / "labels" / split / f"{i:06d}.txt").write_text(
-                    yolo_lines(boxes, classes, cfg.size)
-                )
+                ok, jpg = cv2.imencode(".jpg", img, params)
+                if not ok:
+                    raise DetectError(f"{out}: OpenCV could not encode an image")
+                put_bytes(tmp / "images" / split / f"{i:06d}.jpg", jpg.tobytes())
+                label = yolo_lines(boxes, classes, cfg.size)
+                put_bytes(tmp / "labels" / split / f"{i:06d}.txt", label.encode())
                 for b, c in zip(boxes, classes.tolist(), strict=True):
                     boxes_per[split][c] += 1
                     w, h = float(b[2] - b[0]), float(b[3] - b[1])
@@ -526,12 +539,14 @@ def make_synth(out: str | Path, cfg: SynthConfig, callback: Callback | None = No
             "names": dict(enumerate(CLASS_NAMES)),
         }
         header = f"# detect synth --seed {cfg.seed} --size {cfg.size}\n"
-        (tmp / "data.yaml").write_text(header + yaml.safe_dump(data, sort_keys=False))
+        put_bytes(tmp / "data.yaml", (header + yaml.safe_dump(data, sort_keys=False)).encode())
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.rename(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # a full disk: the partial folder is gone
+            raise WriteError(out, e) from None
         raise
     return SynthSummary(
         out=out,
@@ -563,10 +578,12 @@ def _write_video(
             n += 1
             gt.append(gt_lines(n, ids, boxes, classes, vis))
             boxes, classes = boxes[vis > 0], classes[vis > 0]  # labels: what can be seen
-            (labels / f"frame_{n:06d}.txt").write_text(yolo_lines(boxes, classes, cfg.size))
+            put_bytes(labels / f"frame_{n:06d}.txt", yolo_lines(boxes, classes, cfg.size).encode())
             if callback:
                 callback(done + n, total)
         (tmp / "video_gt.txt").write_text("".join(gt))
     finally:
         writer.release()
+    if not mp4_complete(path):  # OpenCV reports no write error: a full disk cuts the file short
+        raise short_write(tmp)
     return n

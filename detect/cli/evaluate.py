@@ -105,6 +105,7 @@ def command(
         raise DetectError(f"--at-precision {at_precision}: must be in [0, 1]")
     if bootstrap < 0:
         raise DetectError(f"--bootstrap {bootstrap}: must be >= 0")
+    _check_outputs(json_out, plots)
     report = ReadReport()
     if pred:
         gt, dets = _read_predictions(data, pred, split, images, report)
@@ -130,6 +131,17 @@ def command(
 
         written = save_comparison_plots(cmp, plots)
         out.write(f"{len(written)} plots written to {plots}\n")
+
+
+def _check_outputs(json_out: str | None, plots: str | None) -> None:
+    """A read-only, unwritable or full destination for --json or --plots: one error line now,
+    before the scoring (or the predictions of --weights) takes its time."""
+    from detect.files import check_writable, check_writable_file
+
+    if json_out not in (None, "-"):
+        check_writable_file(json_out)
+    if plots is not None:
+        check_writable(plots, inside=True)
 
 
 def _names(paths: list[str]) -> list[str]:

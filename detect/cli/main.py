@@ -167,6 +167,14 @@ def run() -> None:
     except DetectError as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:  # a write the library did not wrap (a full disk, a read-only mount)
+        from detect.files import write_error_from
+
+        err = write_error_from(e)
+        if err is None:
+            raise
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
