@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
@@ -194,3 +195,28 @@ def test_track_in_one_call_equals_frame_by_frame_with_persist(det, data):
     ids = {int(i) for r in whole for i in r.ids}
     assert len(ids) == len(np.unique(np.loadtxt(data / "video_gt.txt", delimiter=",")[:, 1]))
     assert "track_id" in whole[5].to_coco()[0]
+
+
+def test_training_table_equals_evaluate(tmp_path):
+    """Issue 26: the same weights on the same split score the same mAP in the training table,
+    in Detector.evaluate and in `detect evaluate DATA --weights W` (one set of validation
+    settings). A one-epoch fine-tune of the shapes model on 4 images."""
+    from typer.testing import CliRunner
+
+    from detect import Detector
+    from detect.cli.main import make_app
+
+    make_synth(tmp_path / "d", SynthConfig(train=4, val=4, seed=9, **EASY))
+    yaml = str(tmp_path / "d" / "data.yaml")
+    det = Detector(shapes_weights(), device="cpu")
+    run = det.train(yaml, epochs=1, batch=4, workers=0, out=str(tmp_path / "runs" / "train"))
+    assert det.weights == run.best  # the detector now predicts with the trained weights
+    ev = det.evaluate(yaml)
+    assert run.map50 > 0.3  # (a real score, not two zeros)
+    assert (ev.map50, ev.map) == (run.map50, run.map)
+    r = CliRunner().invoke(
+        make_app(["evaluate"]), ["evaluate", yaml, "--weights", str(run.best), "--json", "-"]
+    )
+    assert r.exit_code == 0, r.output
+    coco = json.loads(r.stdout[r.stdout.index("{") :])["coco"]
+    assert (coco["AP50"], coco["AP"]) == (run.map50, run.map)

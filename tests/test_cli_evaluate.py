@@ -203,3 +203,25 @@ def test_weights_form_equals_pred_form(tmp_path):
     assert r2.returncode == 0, r2.stderr
     a, b2 = json.loads(r.stdout), json.loads(r2.stdout)
     assert a["coco"] == b2["coco"] and a["voc"] == b2["voc"] and a["per_class"] == b2["per_class"]
+
+
+def test_a_class_that_found_nothing_is_flagged_and_counts_zero(tmp_path):
+    """Issue 26: b has GT and no detection: P, R, F1 0 in its row and in the mean ("all"),
+    and a line names it."""
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
+             "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 50, 10, 10], "area": 100,
+             "iscrowd": 0},
+        ],
+    }  # fmt: skip
+    res = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(res))
+    r = detect("evaluate", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"))
+    assert r.returncode == 0, r.stderr
+    assert "found nothing in 1 class with ground truth: b (P, R, F1 0" in r.stdout
+    assert "P 0.500  R 0.500  F1 0.500" in r.stdout  # the mean over a (1, 1, 1) and b (0, 0, 0)

@@ -44,13 +44,13 @@ def pycoco_flags(gt: dict, res: list):
 
 
 def brute(scores, tp, npig, thresholds):
-    """P, R, F1 at each threshold (keep score >= c); P = 1 with nothing kept."""
+    """P, R, F1 at each threshold (keep score >= c); all 0 with nothing kept."""
     rows = []
     for c in thresholds:
         kept = scores >= c
         t = int(tp[kept].sum())
         n = int(kept.sum())
-        p = t / n if n else 1.0
+        p = t / n if n else 0.0
         r = t / npig
         rows.append((p, r, 2 * p * r / (p + r) if p + r > 0 else 0.0))
     return np.array(rows).reshape(-1, 3)
@@ -81,7 +81,7 @@ def test_operating_points_equal_brute_force(seed):
                 assert op.conf[k] == cand[j]
                 np.testing.assert_allclose([op.precision[k], op.recall[k], op.f1[k]], prf[j])
             else:  # best is to keep nothing
-                assert np.isnan(op.conf[k]) and op.f1[k] == 0 and op.precision[k] == 1
+                assert np.isnan(op.conf[k]) and op.f1[k] == 0 and op.precision[k] == 0
             ok = np.flatnonzero(prf[:, 0] >= 0.6) if len(cand) else []
             if len(ok):
                 assert op.conf_at[k] == cand[ok[-1]] and op.recall_at[k] == prf[ok[-1], 1]
@@ -129,3 +129,26 @@ def test_hand_computed_operating_point():
     assert op.precision[0] == 0.75 and op.recall[0] == 0.75
     assert op.conf_at[0] == 0.6 and op.recall_at[0] == 0.75
     assert op.all == {"conf": 0.6, "precision": 0.75, "recall": 0.75, "f1": pytest.approx(0.75)}
+
+
+def test_a_class_that_found_nothing_counts_zero_everywhere():
+    """Issue 26: class b has 2 GT and no detection. Its P, R, F1 are 0 (conf NaN: flagged), and
+    "all" is the mean over a and b: at a's best threshold 0.8 (P 1, R 1) -> P 0.5, R 0.5, F1 0.5
+    (it was P 1.0 for b, a mean P of 1.0 above b's)."""
+    boxes = [[0, 0, 10, 10], [20, 0, 10, 10]]
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": c, "bbox": b, "area": 100, "iscrowd": 0}
+            for i, (b, c) in enumerate([(boxes[0], 1), (boxes[1], 1), ([0, 50, 10, 10], 2),
+                                         ([20, 50, 10, 10], 2)])
+        ],
+    }  # fmt: skip
+    res = [{"image_id": 1, "category_id": 1, "bbox": b, "score": s}
+           for b, s in [(boxes[0], 0.9), (boxes[1], 0.8)]]  # fmt: skip
+    g = coco_ground_truth(gt)
+    op = evaluate(g, coco_results(res, g)).operating
+    assert [op.precision[0], op.recall[0], op.f1[0], op.conf[0]] == [1.0, 1.0, 1.0, 0.8]
+    assert [op.precision[1], op.recall[1], op.f1[1]] == [0.0, 0.0, 0.0] and np.isnan(op.conf[1])
+    assert op.all == {"conf": 0.8, "precision": 0.5, "recall": 0.5, "f1": 0.5}

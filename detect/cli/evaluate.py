@@ -247,6 +247,12 @@ def _single(r) -> str:
             row += [num(op.recall_at[k], 3), num(op.conf_at[k], 3)]
         rows.append(row)
     lines.append(table(header, rows))
+    missed = [n for k, n in enumerate(r.names) if r.gt_count[k] and op.conf[k] != op.conf[k]]
+    if missed:  # best-F1 conf NaN: nothing kept scores an F1
+        lines.append(
+            f"found nothing in {plural(len(missed), 'class')} with ground truth: "
+            f"{', '.join(missed)} (P, R, F1 0, in the mean over classes too)"
+        )
     a = op.all
     lines.append(
         f"best F1 over all classes at conf {num(a['conf'], 3)}: P {num(a['precision'], 3)}  "

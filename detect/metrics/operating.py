@@ -3,8 +3,11 @@
 From the detections and matches behind COCO's AP50 (IoU 0.5, all areas, the best 100 per image
 and class; detections matched to crowd / difficult GT are neither right nor wrong), for each
 confidence threshold c (keep the detections with score >= c, as `detect predict --conf c`):
-precision P = TP / kept, recall R = TP / GT, F1 = 2PR / (P + R). With nothing kept P is 1 (no
-false positive) and R, F1 are 0.
+precision P = TP / kept, recall R = TP / GT, F1 = 2PR / (P + R). With nothing kept P, R and F1
+are 0: a class that found nothing has no precision to its credit (as ultralytics counts it), one
+definition for `detect evaluate`'s table, the training table and "all" (issue 26; before, P was
+1 there, which put the mean P over all classes above every class's). Such a class's best-F1
+`conf` is NaN: the tables flag it.
 
 - per class: the c that maximises F1 (the highest such c on ties), with P, R, F1 there, as
   ultralytics' P / R columns (which read them off a smoothed 1000-point grid; here every
@@ -121,7 +124,7 @@ def operating_points(
     conf = np.full(K, np.nan)
     best = {"precision": np.full(K, np.nan), "recall": np.full(K, np.nan), "f1": np.full(K, np.nan)}
     for name in best:
-        best[name][has] = 1.0 if name == "precision" else 0.0  # nothing kept
+        best[name][has] = 0.0  # nothing kept
     nonempty = np.flatnonzero(np.diff(cstart) > 0)
     if len(nonempty):
         segid = np.repeat(np.arange(len(nonempty)), np.diff(cstart)[nonempty])
@@ -139,7 +142,7 @@ def operating_points(
     # its class's P / R / F1 at its score rank (np.bincount adds the changes per rank)
     U = len(score_of)
     g = has[c]
-    prevP = np.where(np.r_[True, c[1:] != c[:-1]], 1.0, np.r_[1.0, prec[:-1]])
+    prevP = np.where(np.r_[True, c[1:] != c[:-1]], 0.0, np.r_[0.0, prec[:-1]])
     prevR = np.where(np.r_[True, c[1:] != c[:-1]], 0.0, np.r_[0.0, rec[:-1]])
     prevF = np.where(np.r_[True, c[1:] != c[:-1]], 0.0, np.r_[0.0, f1v[:-1]])
 
@@ -147,9 +150,9 @@ def operating_points(
         return start + np.cumsum(np.bincount(s[g], weights=(v - prev)[g], minlength=U))
 
     overall = {"conf": np.nan, "precision": np.nan, "recall": np.nan, "f1": np.nan}
-    sumP, sumR, sumF = curve(prec, prevP, nk), curve(rec, prevR, 0.0), curve(f1v, prevF, 0.0)
+    sumP, sumR, sumF = curve(prec, prevP, 0.0), curve(rec, prevR, 0.0), curve(f1v, prevF, 0.0)
     if nk:
-        overall.update(precision=1.0, recall=0.0, f1=0.0)
+        overall.update(precision=0.0, recall=0.0, f1=0.0)
         if U and sumF.max() > 0:
             j = int(np.argmax(sumF))
             overall = {"conf": score_of[j], "precision": sumP[j] / nk,
@@ -177,5 +180,5 @@ def operating_points(
             j = int(q[-1])
             res.all_at = {"conf": score_of[j], "precision": sumP[j] / nk, "recall": sumR[j] / nk}
         else:
-            res.all_at = {"conf": np.nan, "precision": 1.0, "recall": 0.0}
+            res.all_at = {"conf": np.nan, "precision": 0.0, "recall": 0.0}
     return res
