@@ -194,6 +194,8 @@ def _commands(data: Path, tmp: Path) -> dict[str, tuple[list, Path]]:
                      "--out", tmp / "run"], tmp / "run"),
         "predict-json": (["predict", root / "d/images/val", "--weights", WEIGHTS, "--imgsz",
                           "64", "--no-images", "--save-json", tmp / "p.json"], tmp / "p.json"),
+        "track": (["track", root / "d/images/val", "--weights", WEIGHTS, "--imgsz", "64",
+                   "--save-txt", "--out", tmp / "trk"], tmp / "trk"),
         "evaluate-json": (["evaluate", data, "--pred", root / "preds.json", "--json",
                            tmp / "e.json"], tmp / "e.json"),
         "evaluate-plots": (["evaluate", data, "--pred", root / "preds.json", "--plots",
@@ -225,11 +227,13 @@ def test_read_only_destination_is_one_line_before_any_work(
     """Known up front: no frame predicted, no data read for training, nothing created."""
     import detect.engine.run
     import detect.inference.run
+    import detect.track.run
 
     def no_work(*a, **k):
         raise AssertionError("the work started before the destination was checked")
 
     monkeypatch.setattr(detect.inference.run, "make_predictor", no_work)
+    monkeypatch.setattr(detect.track.run, "make_predictor", no_work)
     monkeypatch.setattr(detect.engine.run, "load_training_data", no_work)
     args, target = _commands(data, tmp_path)[name]
     faults.read_only()
@@ -242,7 +246,7 @@ def test_read_only_destination_is_one_line_before_any_work(
 # Commands with several files to write fail at the first and at a later one; a single-file
 # output has only a first. The later write is one the command reaches on this data. Training's
 # checkpoints: test_checkpoint_that_cannot_be_written_keeps_the_last_one (same code, no CLI).
-LATER = {"predict": 2, "evaluate-plots": 3, "check": 1, "convert": 5, "synth": 4}
+LATER = {"predict": 2, "track": 2, "evaluate-plots": 3, "check": 1, "convert": 5, "synth": 4}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detect.errors import DetectError
-from detect.files import temp_beside
+from detect.files import WriteError, temp_beside
 
 
 def tracker_lines(frame: int, tracks: np.ndarray) -> str:
@@ -87,7 +87,7 @@ class MotWriter:
         try:
             fd, self.tmp = temp_beside(self.path)
         except OSError as e:
-            raise DetectError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise WriteError(self.path, e) from None
         self.f = os.fdopen(fd, "w", encoding="utf-8")
         self.rows = 0
 
@@ -96,7 +96,7 @@ class MotWriter:
             self.f.write(tracker_lines(frame, tracks))
         except OSError as e:
             self.close(keep=False)
-            raise DetectError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise WriteError(self.path, e) from None
         self.rows += len(tracks)
 
     def close(self, keep: bool = True) -> None:
@@ -108,6 +108,6 @@ class MotWriter:
             if keep:
                 os.replace(self.tmp, self.path)
         except OSError as e:
-            raise DetectError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise WriteError(self.path, e) from None
         finally:
             Path(self.tmp).unlink(missing_ok=True)

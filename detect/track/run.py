@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from detect.errors import DetectError
-from detect.files import atomic_write_bytes, new_run_dir
+from detect.files import atomic_write_bytes, check_writable, new_run_dir
 from detect.inference.draw import draw_detections
 from detect.inference.outputs import VideoOut
 from detect.inference.run import make_predictor
@@ -175,6 +175,8 @@ def run_track(
     if vid_stride < 1:
         raise DetectError(f"--vid-stride must be >= 1, got {vid_stride}")
     srcs = expand_sources(sources)
+    if save_images or save_txt:  # a read-only or full destination: one line before the model
+        check_writable(out)
     predictor = make_predictor(weights, cfg, device)
     names = list(predictor.names)
     total = count_frames(srcs, vid_stride) if callback is not None else None
@@ -267,10 +269,12 @@ class _SequenceWriter:
     def close(self, keep: bool = True) -> None:
         """Finish the current sequence: its files renamed into place, its counts summed."""
         video, mot, self.video, self.mot = self.video, self.mot, None, None
-        if video is not None:  # (whole after release: it holds the frames written)
-            video.close()
-        if mot is not None:
-            mot.close(keep)
+        try:
+            if video is not None:  # (whole after release: it holds the frames written)
+                video.close()
+        finally:  # (a video that could not be finished still lets the MOT file go)
+            if mot is not None:
+                mot.close(keep)
         seq, s = self.seq, self.summary
         if seq is None:
             return
