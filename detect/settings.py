@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from detect.archs import ARCHS
 from detect.errors import DetectError
 
 
@@ -42,12 +43,10 @@ class Cache(StrEnum):
     disk = "disk"  # ... and write them as files, read back each epoch (and by later runs)
 
 
-class Model(StrEnum):
-    """What `detect train --model` trains: a detector, or the sliding-window classifier."""
-
-    tiny = "tiny"
-    yolov2 = "yolov2"
-    window = "window"
+# What `detect train --model` trains: a detector (a row of detect.archs.ARCHS), or the
+# sliding-window classifier. Member names are the values with "-" as "_" (Model.tiny).
+Model = StrEnum("Model", [(a.replace("-", "_"), a) for a in (*ARCHS, "window")])
+DETECTORS = tuple(ARCHS)
 
 
 @dataclass
@@ -111,7 +110,9 @@ VAL_MAX_DET = 300
 class DetectorConfig:
     """Settings of the detector task (`--model tiny | yolov2`)."""
 
-    model: str = "tiny"  # "tiny" | "yolov2"
+    model: str | None = None  # a row of detect.archs.ARCHS; None: the architecture of
+    # --weights, else tiny
+    pretrained: bool = True  # an ImageNet-backbone family starts from its ImageNet weights
     imgsz: int = 320  # training and validation input side (multiple of 32)
     batch: int = 8  # images per step (per process under DDP); 8 beat 16 on a CPU time budget
     workers: int = 2  # DataLoader worker processes (0: load in the main process)
@@ -132,7 +133,9 @@ class DetectorConfig:
     # uses 10 epochs; here val mAP fell in that phase in 4 of 4 timed runs, so off by default)
     close_mosaic_epochs: int = 0  # mosaic off for the last N epochs (`--close-mosaic N`, as
     # YOLOv8; with --time, N epochs' worth of the budget at the measured epoch length)
-    freeze: str | None = None  # "N": the model's first N blocks get no updates; "backbone"
+    freeze: str | None = None  # "N": the backbone's first N stages are frozen (no updates, fixed
+    # BatchNorm statistics, no autograd); "backbone": all of it; None: the architecture's
+    # default when starting from trained weights (Arch.freeze), else nothing
     mosaic: float = 1.0  # mosaic probability
     scale: float = 0.5  # random zoom 1 +- scale (AugmentConfig.scale)
     cache: str | None = None  # "ram" | "disk": decode and resize every training image once
@@ -142,8 +145,8 @@ class DetectorConfig:
     default_epochs = 100  # without --epochs and --time
 
     def check(self) -> DetectorConfig:
-        if self.model not in (Model.tiny, Model.yolov2):
-            raise DetectError(f"unknown detector {self.model!r} (use tiny or yolov2)")
+        if self.model is not None and self.model not in DETECTORS:
+            raise DetectError(f"unknown detector {self.model!r} (use {', '.join(DETECTORS)})")
         if self.imgsz < 32 or self.imgsz % 32:
             raise DetectError(f"--imgsz must be a positive multiple of 32, got {self.imgsz}")
         if self.batch < 1:
@@ -207,7 +210,7 @@ class TrainConfig:
         return {**asdict(self.run), **asdict(self.task)}
 
     @classmethod
-    def create(cls, model: str = "tiny", **options: Any) -> TrainConfig:
+    def create(cls, model: str | None = None, **options: Any) -> TrainConfig:
         """From flat options (`data=..., epochs=2, imgsz=64`); `imgsz` is the window side for
         the window task. Raises DetectError for an option the task does not have."""
         task_cls = _task_class(model)
@@ -221,7 +224,7 @@ class TrainConfig:
         run = RunConfig(**{k: v for k, v in options.items() if k in run_keys})
         task = task_cls(**{k: v for k, v in options.items() if k in task_keys})
         if task_cls is DetectorConfig:
-            task.model = str(model)
+            task.model = None if model is None else str(model)
         return cls(run, task)
 
     @classmethod
@@ -232,7 +235,7 @@ class TrainConfig:
         took `imgsz` <= 96 as its window side (else 32) and ignored the detector's options.
         """
         d = dict(d)
-        model = str(d.get("model", "tiny"))
+        model = d.get("model", "tiny")
         task_cls = _task_class(model)
         if task_cls is WindowTrainConfig and "window" not in d:
             imgsz = int(d.get("imgsz", 320))
@@ -244,12 +247,12 @@ class TrainConfig:
         return cls(run, task)
 
 
-def _task_class(model: str) -> type[DetectorConfig] | type[WindowTrainConfig]:
+def _task_class(model: str | None) -> type[DetectorConfig] | type[WindowTrainConfig]:
     if model == Model.window:
         return WindowTrainConfig
-    if model in (Model.tiny, Model.yolov2):
+    if model is None or model in DETECTORS:
         return DetectorConfig
-    raise DetectError(f"unknown model {model!r} (use tiny, yolov2 or window)")
+    raise DetectError(f"unknown model {model!r} (use {', '.join(DETECTORS)} or window)")
 
 
 @dataclass

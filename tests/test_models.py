@@ -10,7 +10,7 @@ import torch
 
 from detect.errors import DetectError
 from detect.models import ModelConfig, build_model, split_anchors
-from detect.models.common import TWH_CLIP, head_bias, set_head_bias
+from detect.models.common import TWH_CLIP, head_bias, layer_table, set_head_bias
 
 ANCHORS = [
     [[0.02, 0.03], [0.04, 0.02], [0.05, 0.05]],
@@ -151,7 +151,7 @@ def test_yolov2_published_figures():
     assert bn_stats == 20_672
     assert trainable + bn_stats == 50_983_561
     assert len(raw) == 1 and raw[0].shape == (1, 5, 19, 19, 85)  # 19 x 19 x 425
-    table = m.layer_table(608)
+    table = layer_table(m, 608)  # the darknet table its neck provides
     assert len(table) == 31 and table[-1][-1] == "19 x 19 x 425"
     assert table[27][1:] == ("reorg", "", "/ 2", "38 x 38 x 64", "19 x 19 x 256")
     assert table[28][-1] == "19 x 19 x 1280"

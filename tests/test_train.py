@@ -284,16 +284,19 @@ def test_ddp_two_cpu_processes(synth_data, tmp_path):
 
 
 def test_xy_scale_default_explicit_and_inherited_from_weights(tmp_path):
-    from detect.engine.tasks.detector import xy_scale_for
+    from detect.engine.tasks.detector import start_model, xy_scale_for
     from detect.models import ModelConfig, build_model, save_weights
     from detect.settings import DetectorConfig
 
-    assert xy_scale_for(DetectorConfig(), None) == 2.0  # tiny: three positive cells per box
-    assert xy_scale_for(DetectorConfig(model="yolov2"), None) == 1.0  # the exact YOLOv2 decode
-    assert xy_scale_for(DetectorConfig(xy_scale=1.5), None) == 1.5
+    assert xy_scale_for(DetectorConfig(), "tiny", None) == 2.0  # three positive cells per box
+    assert xy_scale_for(DetectorConfig(), "yolov2", None) == 1.0  # the exact YOLOv2 decode
+    assert xy_scale_for(DetectorConfig(xy_scale=1.5), "tiny", None) == 1.5
     old = build_model(ModelConfig(num_classes=2, width=0.25))  # xy_scale 1 (pre-stretch files)
     w = save_weights(tmp_path / "old.safetensors", old)
-    assert xy_scale_for(DetectorConfig(), str(w)) == 1.0  # fine-tuning keeps its decode
+    arch, source = start_model(DetectorConfig(), str(w))  # --model not given: the file's
+    assert arch == "tiny" and source["width"] == 0.25
+    assert xy_scale_for(DetectorConfig(), arch, source) == 1.0  # fine-tuning keeps its decode
+    assert start_model(DetectorConfig(model="yolov2"), str(w)) == ("yolov2", None)
 
 
 def _assert_same_samples(plain, cached, epochs) -> None:
@@ -379,7 +382,7 @@ def test_fraction_single_cls_freeze_save_period_close_mosaic_and_finished_resume
     args = json.loads((r.run_dir / "args.json").read_text())
     assert args["frozen"] == ["stem", "stage2", "stage3", "stage4", "stage5"]
     w1, w2 = (_tensors(r.run_dir / f"weights/epoch{k}.safetensors") for k in (1, 2))
-    assert torch.equal(w1["stem.conv.weight"], w2["stem.conv.weight"])  # frozen
+    assert torch.equal(w1["backbone.stem.conv.weight"], w2["backbone.stem.conv.weight"])  # frozen
     assert not torch.equal(w1["heads.0.box.1.weight"], w2["heads.0.box.1.weight"])  # trained
     _, meta = load_weights(r.run_dir / "weights/best.safetensors")
     assert meta["names"] == ["object"]

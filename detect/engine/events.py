@@ -1,9 +1,10 @@
 """What a training run reports as it goes: one frozen dataclass per kind of event.
 
 `train(cfg, callback)` calls `callback(event)` on rank 0 with these, in this order:
-`DataRead`, (`CacheProgress`..., `Cached`), `RunStart`, then per epoch `EpochStart`, `StepEnd`
-per step, (`ValStart`, `ValProgress`..., `ValEnd`), `EpochEnd`; finally `RunEnd`. The callback only
-reports: stopping a run is `Trainer.request_stop` (a hook) or Ctrl-C, never an exception.
+`DataRead`, (`Transferred`), (`CacheProgress`..., `Cached`), `RunStart`, then per epoch
+`EpochStart`, `StepEnd` per step, (`ValStart`, `ValProgress`..., `ValEnd`), `EpochEnd`; finally
+`RunEnd`. The callback only reports: stopping a run is `Trainer.request_stop` (a hook) or Ctrl-C,
+never an exception.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class Cached:
     """`--cache` is ready: what was cached, where, how many bytes, how many reused."""
 
     report: CacheReport
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """A new model started from other weights (detect.models.transfer): what it took."""
+
+    line: str  # "transferred 318/324 tensors from W; new class head for 3 classes: ..."
+    frozen: tuple[str, ...]  # backbone stages frozen (`--freeze`)
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,11 @@ class EMA(Hook):
         return {f"ema.{k}": v for k, v in self.ema.ema.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        from detect.engine.trainer import upgrade_keys
+
         n = len("ema.")
-        self.ema.ema.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        state = {k[n:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        self.ema.ema.load_state_dict(upgrade_keys(state, self.ema.ema))
 
 
 class Interrupt(Hook):

@@ -28,7 +28,15 @@ from detect.data.augment import disk_cache_dir
 from detect.engine import hooks as H
 from detect.engine.data import load_training_data, write_data_report
 from detect.engine.distributed import init_dist
-from detect.engine.events import Cached, CacheProgress, Callback, DataRead, RunEnd, RunStart
+from detect.engine.events import (
+    Cached,
+    CacheProgress,
+    Callback,
+    DataRead,
+    RunEnd,
+    RunStart,
+    Transferred,
+)
 from detect.engine.optim import build_optimizer
 from detect.engine.results import read_results
 from detect.engine.state import RESUME_FILE, load_resume_state
@@ -106,6 +114,8 @@ def train(
         out = Path(run.out)  # only rank 0 makes a run folder; the others never touch it
         run_dir = new_run_dir(out.parent / run.name if run.name else out) if dist.main else out
     task = _make_task(tcfg, run, train_rec, val_rec, dist, state, loss)
+    if getattr(task, "transfer", None) is not None:
+        emit(Transferred(task.transfer.line(), tuple(task.frozen)))
     lr0 = run.lr or (0.01 if run.optimizer == "sgd" else 0.001)
     budget = run.time * 60 if run.time else None
     max_epochs = run.epochs or (10**9 if run.time else task.default_epochs)
@@ -179,7 +189,8 @@ def _make_task(
     )  # fmt: skip
     if isinstance(tcfg, DetectorConfig):
         anchor_info = state.get("anchor_info") if state else None
-        return DetectorTask(tcfg, anchor_info=anchor_info, **common)
+        frozen = state.get("frozen") if state else None
+        return DetectorTask(tcfg, anchor_info=anchor_info, frozen=frozen, **common)
     return WindowTask(tcfg, **common)
 
 

@@ -333,11 +333,22 @@ class Trainer:
 
     def load_tensors(self, tensors: dict[str, Tensor]) -> None:
         n = len("model.")
-        unwrap(self.task.model).load_state_dict(
-            {k[n:]: v for k, v in tensors.items() if k.startswith("model.")}
+        model = unwrap(self.task.model)
+        model.load_state_dict(
+            upgrade_keys({k[n:]: v for k, v in tensors.items() if k.startswith("model.")}, model)
         )
         for h in self.hooks:
             h.load_tensors(tensors)
+
+
+def upgrade_keys(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """A detector's tensors saved before detectors were built from parts, renamed
+    (detect.models.transfer.upgrade_keys); other models' pass unchanged."""
+    if not hasattr(model, "backbone"):
+        return state
+    from detect.models.transfer import upgrade_keys as upgrade
+
+    return upgrade(state, model)
 
 
 def _autocast_fp16() -> torch.autocast:

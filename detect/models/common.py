@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from detect.errors import DetectError
 from detect.models.config import ModelConfig
 
 # exp(tw) is clamped so an untrained or diverging head cannot overflow (torchvision's bbox clip).
@@ -131,27 +132,79 @@ def cxcywh_to_xyxy(b: Tensor) -> Tensor:
     return torch.cat((xy - half, xy + half), -1)
 
 
-class Detector(nn.Module):
-    """Base of the grid/anchor detectors: subclasses build `self.heads` and `_features`.
+class Backbone(nn.Module):
+    """A feature extractor as a chain of named stages, some of whose outputs are tapped.
 
-    Attributes:
-        cfg: the ModelConfig it was built from.
-        strides: nominal pixels per cell of each output level (e.g. [8, 16, 32]).
-        num_anchors: anchors per level (list[int]).
-        anchors: buffer `Tensor[L, A, 2]` (w, h) fractions of `cfg.imgsz` (as the config).
-        backbone: names of the top-level blocks that make the feature extractor.
+    Subclasses register their stages as attributes and set `stage_names` (input first),
+    `taps` (indices into `stage_names` whose outputs are returned, finest first), `channels`
+    (of those outputs) and `strides`; `prepare` maps the 0..1 RGB input first (identity here).
+
+    `forward(x, frozen=0)`: `Tensor[B, 3, H, W]` -> the tapped maps, `Tensor[B, C_i, H / s_i,
+    W / s_i]`; the first `frozen` stages run without autograd (frozen while fine-tuning).
     """
 
-    backbone: tuple[str, ...] = ()
+    stage_names: list[str]
+    taps: tuple[int, ...]
+    channels: list[int]
+    strides: tuple[int, ...]
 
-    def __init__(self, cfg: ModelConfig, strides: list[int]) -> None:
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """(name, module) of each stage, input first (what `--freeze N` counts)."""
+        return [(n, getattr(self, n)) for n in self.stage_names]
+
+    def prepare(self, x: Tensor) -> Tensor:
+        return x
+
+    def forward(self, x: Tensor, frozen: int = 0) -> list[Tensor]:
+        x = self.prepare(x)
+        outs = []
+        for i, (_, stage) in enumerate(self.stages()):
+            if i < frozen:
+                with torch.no_grad():
+                    x = stage(x)
+            else:
+                x = stage(x)
+            if i in self.taps:
+                outs.append(x)
+        return outs
+
+
+class Detector(nn.Module):
+    """A grid/anchor detector assembled from parts, as torchvision's detection models are.
+
+    Args:
+        cfg: the ModelConfig it is built from (classes, anchors, input size, decode).
+        backbone: a module mapping `Tensor[B, 3, H, W]` in 0..1 to feature maps at known
+            strides; it lists its stages (`stages()`: (name, module), input first) for
+            `--freeze`.
+        neck: maps the backbone's maps to one map per output level, finest first.
+        heads: one module per level mapping its map to `Tensor[B, A * (5 + C), H_l, W_l]`.
+        strides: nominal pixels per cell of each output level (e.g. [8, 16, 32]).
+
+    Attributes: `num_anchors` (anchors per level), `anchors` (buffer `Tensor[L, A, 2]`, (w, h)
+    fractions of `cfg.imgsz`, as the config), `frozen_stages` (how many backbone stages run
+    without gradient and with fixed BatchNorm statistics: `freeze_backbone`).
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        backbone: nn.Module,
+        neck: nn.Module,
+        heads: list[nn.Module],
+        strides: list[int],
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.strides = list(strides)
         self.num_anchors = [len(a) for a in cfg.anchors]
         self.num_outputs = 5 + cfg.num_classes
+        self.backbone, self.neck = backbone, neck
+        self.heads = nn.ModuleList(heads)
+        self.frozen_stages = 0
         # Not persistent: anchors live in the config (weights metadata), not in the state dict.
         self.register_buffer("anchors", torch.tensor(cfg.anchors, dtype=torch.float32), False)
+        self.init_biases()
 
     @property
     def anchor_pixels(self) -> Tensor:
@@ -160,8 +213,28 @@ class Detector(nn.Module):
         return self.anchors * self.cfg.imgsz
 
     def _features(self, x: Tensor) -> list[Tensor]:
-        """Head inputs per level (finest first); subclasses implement."""
-        raise NotImplementedError
+        """Head inputs per level (finest first): the neck over the backbone's maps. Frozen
+        backbone stages run without autograd (no activations kept for a backward pass)."""
+        return self.neck(self.backbone(x, self.frozen_stages))
+
+    def freeze_backbone(self, n: int) -> list[str]:
+        """Freeze the first `n` backbone stages (all with `n` = len(stages)): no gradient, their
+        BatchNorm statistics fixed (eval mode even while training), and no autograd through
+        them. Returns their names."""
+        stages = self.backbone.stages()
+        if not 0 <= n <= len(stages):
+            raise DetectError(f"--freeze {n}: the backbone has {len(stages)} stages")
+        for _, stage in stages[:n]:
+            stage.requires_grad_(False)
+        self.frozen_stages = n
+        self.train(self.training)
+        return [name for name, _ in stages[:n]]
+
+    def train(self, mode: bool = True) -> Detector:
+        super().train(mode)
+        for _, stage in self.backbone.stages()[: self.frozen_stages]:
+            stage.eval()  # frozen BatchNorm statistics: ImageNet's, not a small batch's
+        return self
 
     def forward(self, x: Tensor) -> list[Tensor]:
         """`Tensor[B, 3, H, W]` in 0..1 -> raw maps per level, `Tensor[B, A, H_l, W_l, 5+C]`."""
@@ -193,8 +266,8 @@ class Detector(nn.Module):
     def fuse(self) -> Detector:
         """Fold every BatchNorm into its conv for faster inference (call after `eval()`)."""
         for m in self.modules():
-            if isinstance(m, Conv):
-                m.fuse()
+            if m is not self and callable(getattr(m, "fuse", None)):
+                m.fuse()  # Conv, and EfficientNet's ConvBN
         return self
 
     @torch.no_grad()
@@ -265,11 +338,12 @@ def _meta_copy(model: nn.Module) -> nn.Module:
 def layer_table(model: nn.Module, imgsz: int) -> list[tuple[int, str, str, str, str, str]]:
     """Rows (index, layer, filters, size/stride, input, output) at `imgsz` x `imgsz`.
 
-    Uses the model's own `layer_table` when it has one (YOLOv2's darknet table), else records the
+    Uses the neck's own `layer_table` when it has one (YOLOv2's darknet table), else records the
     convolutions, pools and upsamples in execution order with forward hooks (meta device).
     """
-    if hasattr(model, "layer_table"):
-        return model.layer_table(imgsz)
+    custom = getattr(getattr(model, "neck", None), "layer_table", None)
+    if custom is not None:  # YOLOv2's darknet table
+        return custom(imgsz, model.num_anchors[0] * model.num_outputs)
     meta = _meta_copy(model)
     rows: list[tuple[int, str, str, str, str, str]] = []
 

@@ -8,40 +8,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from detect.archs import default_anchors, get_arch
 from detect.errors import DetectError
-
-ARCHS = ("tiny", "yolov2")  # the window classifier has its own WindowConfig
-
-# Default anchors as fractions of the training input side (ModelConfig.imgsz), smallest first.
-# tiny: the YOLOv3 COCO set (pixels at 416 / 416), three per level for strides 8, 16, 32.
-_V3 = [
-    (10, 13),
-    (16, 30),
-    (33, 23),
-    (30, 61),
-    (62, 45),
-    (59, 119),
-    (116, 90),
-    (156, 198),
-    (373, 326),
-]
-TINY_ANCHORS = [[[w / 416, h / 416] for w, h in _V3[i : i + 3]] for i in (0, 3, 6)]
-# yolov2: yolo.cfg (COCO) anchors, given in stride-32 grid cells; / 13 cells at 416.
-_V2 = [
-    (0.57273, 0.677385),
-    (1.87446, 2.06253),
-    (3.33843, 5.47434),
-    (7.88282, 3.52778),
-    (9.77052, 9.16828),
-]
-YOLOV2_ANCHORS = [[[w / 13, h / 13] for w, h in _V2]]
 
 
 @dataclass
 class ModelConfig:
     """What a detector is: architecture, classes, anchors, input size, widths."""
 
-    arch: str = "tiny"  # "tiny" | "yolov2"
+    arch: str = "tiny"  # a row of detect.archs.ARCHS
     num_classes: int = 80  # C: class logits per anchor
     names: list[str] = field(default_factory=list)  # class names, len == num_classes (or empty)
     anchors: list[list[list[float]]] = field(default_factory=list)  # per level [[w, h], ...]
@@ -63,8 +38,7 @@ class ModelConfig:
 
     def check(self) -> ModelConfig:
         """Raise DetectError on an impossible config (checked at public entry points)."""
-        if self.arch not in ARCHS:
-            raise DetectError(f"unknown model {self.arch!r} (expected one of {', '.join(ARCHS)})")
+        arch = get_arch(self.arch)
         if self.num_classes < 1:
             raise DetectError(f"num_classes must be >= 1, got {self.num_classes}")
         if len(self.names) != self.num_classes:
@@ -79,8 +53,8 @@ class ModelConfig:
             raise DetectError(f"xy_scale must be in [1, 3], got {self.xy_scale}")
         if self.act not in ("silu", "leaky"):
             raise DetectError(f"act must be 'silu' or 'leaky', got {self.act!r}")
-        levels = {"tiny": 3, "yolov2": 1}.get(self.arch)
-        if levels is not None and len(self.anchors) != levels:
+        levels = len(arch.strides)
+        if len(self.anchors) != levels:
             raise DetectError(
                 f"{self.arch} needs anchors for {levels} levels, got {len(self.anchors)}"
             )
@@ -118,12 +92,6 @@ class ModelConfig:
         except (TypeError, ValueError) as e:
             raise DetectError(f"bad model config: {e}") from None
         return cfg.check()
-
-
-def default_anchors(arch: str) -> list[list[list[float]]]:
-    """The built-in anchors of `arch` (per level, fractions of the input side)."""
-    src = YOLOV2_ANCHORS if arch == "yolov2" else TINY_ANCHORS
-    return [[list(wh) for wh in level] for level in src]
 
 
 def split_anchors(anchors: list, levels: int) -> list[list[list[float]]]:

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from detect.errors import DetectError
+from detect.archs import get_arch
 from detect.models.build import build_model
 from detect.models.common import count_parameters, gflops, layer_table, output_shapes
-from detect.models.config import ARCHS, ModelConfig
+from detect.models.config import ModelConfig
 from detect.models.weights_file import load_weights
 
 FLOPS_NOTE = "torch.utils.flop_counter, 2 x conv/matmul MACs"
@@ -20,15 +20,15 @@ FLOPS_NOTE = "torch.utils.flop_counter, 2 x conv/matmul MACs"
 
 def describe_arch(arch: str, imgsz: int | None, num_classes: int) -> dict[str, Any]:
     """Layer table and figures of a freshly built `arch` (on the meta device: no memory)."""
-    if arch not in ARCHS:
-        raise DetectError(f"unknown model {arch!r} (expected tiny or yolov2)")
-    imgsz = imgsz or (608 if arch == "yolov2" else 320)
+    row = get_arch(arch)
+    imgsz = imgsz or row.info_imgsz
     cfg = ModelConfig(arch=arch, num_classes=num_classes, imgsz=imgsz).check()
     with torch.device("meta"):
         model = build_model(cfg)
     info = _figures(model, imgsz)
     info["layers"] = layer_table(model, imgsz)
     info["lines"] = [("model", f"{arch}, {num_classes} classes, input {imgsz} x {imgsz}")]
+    info["lines"] += _parts(arch)
     info["lines"] += info.pop("figures")
     return info
 
@@ -47,6 +47,7 @@ def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
     ]
     info: dict[str, Any] = {"anchors": []}
     if hasattr(model, "decode"):
+        lines += _parts(cfg.arch)
         info["layers"] = layer_table(model, imgsz)
         info.update(_figures(model, imgsz))
         lines += info.pop("figures")
@@ -62,11 +63,34 @@ def describe_weights(path: str | Path, imgsz: int | None) -> dict[str, Any]:
         total, trainable, stats = count_parameters(model)
         lines.append(("parameters", f"{total:,} total, {trainable:,} trainable"))
     training = meta.get("training") or {}
+    lines.append(("weights from", _origin(training)))
     info["training"] = [(k, _value(v)) for k, v in training.items()]
     if not training:
         lines.append(("training", "no summary stored"))
     info["lines"] = lines
     return info
+
+
+def _parts(arch: str) -> list[tuple[str, str]]:
+    """The architecture table's row as `detect info` lines: what the model is made of."""
+    row = get_arch(arch)
+    pretrained = f" (ImageNet: weights/{row.pretrained})" if row.pretrained else ""
+    return [
+        ("architecture", row.about),
+        ("backbone", f"{row.backbone}{pretrained}"),
+        ("neck, head", f"{row.neck}, {row.head}"),
+    ]
+
+
+def _origin(training: dict[str, Any]) -> str:
+    """Where a weights file's training started: scratch, ImageNet, or other weights."""
+    init = training.get("init")
+    if not isinstance(init, dict):
+        return "trained from scratch" if training else "unknown (no training summary)"
+    kind = "ImageNet backbone" if init.get("kind") == "backbone" else "weights"
+    new = init.get("new_classes") or []
+    head = f", new class head for {len(new)}" if new and init.get("kind") != "backbone" else ""
+    return f"{kind} {init.get('from')} ({init.get('tensors')} tensors{head})"
 
 
 def _value(v: Any) -> str:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detect.models.common import Conv, Detector
-from detect.models.config import ModelConfig
+from detect.models.common import Backbone, Conv
 
 
 class Bottleneck(nn.Module):
@@ -89,40 +88,48 @@ def _ch(c: int, width: float) -> int:
     return max(8, int(round(c * width / 8)) * 8)
 
 
-class TinyYolo(Detector):
-    """Three grids (strides 8, 16, 32); see the module docstring."""
+class TinyBackbone(Backbone):
+    """Stride-2 3x3 convs each followed by residual bottlenecks, SPPF at stride 32.
 
-    backbone = ("stem", "stage2", "stage3", "stage4", "stage5")  # what --freeze backbone fixes
+    `forward`: `Tensor[B, 3, H, W]` in 0..1 -> [P3, P4, P5] at strides 8, 16, 32 (`channels`).
+    """
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg, [8, 16, 32])
-        act, w = cfg.act, cfg.width
-        c1, c2, c3, c4, c5 = (_ch(c, w) for c in (16, 32, 64, 128, 256))
-        n2, n3, n4, n5 = (max(1, round(n * cfg.depth)) for n in (1, 1, 2, 1))
+    strides = (8, 16, 32)
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0, act: str = "silu") -> None:
+        super().__init__()
+        c1, c2, c3, c4, c5 = (_ch(c, width) for c in (16, 32, 64, 128, 256))
+        n2, n3, n4, n5 = (max(1, round(n * depth)) for n in (1, 1, 2, 1))
         self.stem = Conv(3, c1, 3, 2, act)  # /2
         self.stage2 = _stage(c1, c2, n2, act)  # /4
         self.stage3 = _stage(c2, c3, n3, act)  # /8  -> P3
         self.stage4 = _stage(c3, c4, n4, act)  # /16 -> P4
         self.stage5 = nn.Sequential(_stage(c4, c5, n5, act), SPPF(c5, act))  # /32 -> P5
-        # top-down: reduce, upsample, concat with the finer backbone map
+        self.channels = [c3, c4, c5]
+        self.stage_names = ["stem", "stage2", "stage3", "stage4", "stage5"]
+        self.taps = (2, 3, 4)
+
+
+class FPN(nn.Module):
+    """A light top-down FPN over three maps (strides 8, 16, 32): 1x1 reduce, nearest upsample
+    x2, concat with the finer map, 1x1 + 3x3; the coarsest level gets a 3x3.
+
+    `forward`: [P3, P4, P5] with `channels` (c3, c4, c5) -> [N3, N4, N5], the same channels.
+    """
+
+    def __init__(self, channels: list[int], act: str = "silu") -> None:
+        super().__init__()
+        c3, c4, c5 = channels
         self.lat5 = Conv(c5, c4, 1, act=act)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.fuse4 = nn.Sequential(Conv(c4 * 2, c4, 1, act=act), Conv(c4, c4, 3, act=act))
         self.lat4 = Conv(c4, c3, 1, act=act)
         self.fuse3 = nn.Sequential(Conv(c3 * 2, c3, 1, act=act), Conv(c3, c3, 3, act=act))
         self.out5 = Conv(c5, c5, 3, act=act)
-        nc = cfg.num_classes
-        self.heads = nn.ModuleList(
-            DecoupledHead(c, a, nc, act)
-            for c, a in zip((c3, c4, c5), self.num_anchors, strict=True)
-        )
-        self.init_biases()
+        self.channels = list(channels)
 
-    def _features(self, x: Tensor) -> list[Tensor]:
-        p3 = self.stage3(self.stage2(self.stem(x)))
-        p4 = self.stage4(p3)
-        p5 = self.stage5(p4)
-        t5 = self.lat5(p5)
-        n4 = self.fuse4(torch.cat((self.up(t5), p4), 1))
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        p3, p4, p5 = feats
+        n4 = self.fuse4(torch.cat((self.up(self.lat5(p5)), p4), 1))
         n3 = self.fuse3(torch.cat((self.up(self.lat4(n4)), p3), 1))
         return [n3, n4, self.out5(p5)]

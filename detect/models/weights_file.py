@@ -77,6 +77,11 @@ def load_weights(
     """
     path = Path(path)
     meta, tensors = _read(path, tensors=True)
+    if meta.get("kind") == "backbone":
+        raise DetectError(
+            f"{path}: an ImageNet backbone, not a detector: train from it "
+            f"(detect train DATA --weights {path})"
+        )
     config = meta["config"]
     try:
         model = build_from_config(config)
@@ -84,10 +89,15 @@ def load_weights(
         raise DetectError(f"{path}: bad model config in metadata: {e}") from None
     except (TypeError, ValueError, KeyError) as e:
         raise DetectError(f"{path}: bad model config in metadata: {e}") from None
+    if hasattr(model, "backbone"):
+        from detect.models.transfer import upgrade_keys
+
+        tensors = upgrade_keys(tensors, model)  # files saved before detectors had parts
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        if config.get("arch") == "tiny" and "heads.0.weight" in tensors:
+        if config.get("arch") == "tiny" and "heads.0.weight" in tensors:  # arch name: a file
+            # format's history, not a model choice
             raise DetectError(
                 f"{path}: a tiny model with the old single-conv head (detect before the "
                 "decoupled head); retrain it with this version"
@@ -98,15 +108,23 @@ def load_weights(
 
 
 def init_from(model: nn.Module, path: str | Path, what: str) -> None:
-    """Copy the parameters of weights file `path` into `model` (fine-tuning start).
+    """Copy all the parameters of weights file `path` into `model` (the window classifier's
+    fine-tuning start; detectors transfer what fits: detect.models.transfer).
 
-    `what` names `model` in the error when shapes do not fit ("--model tiny with 6 classes").
+    `what` names `model` in the error when shapes do not fit ("--model window with 6 classes").
     """
     init, _ = load_weights(path)
     try:
         model.load_state_dict(init.state_dict())
     except RuntimeError:
         raise DetectError(f"{path}: does not fit {what}") from None
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, decoded metadata) of a detect weights file or ImageNet backbone file, without
+    building a model (transfer learning matches them by name). DetectError naming the file."""
+    meta, tensors = _read(Path(path), tensors=True)
+    return tensors, meta
 
 
 def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -133,6 +151,6 @@ def _read(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Te
             meta[key] = json.loads(value)
         except json.JSONDecodeError:
             raise DetectError(f"{path}: metadata {key!r} is not valid JSON") from None
-    if not isinstance(meta.get("config"), dict):
+    if not isinstance(meta.get("config"), dict) and meta.get("kind") != "backbone":
         raise DetectError(f"{path}: metadata has no model config")
     return meta, out

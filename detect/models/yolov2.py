@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detect.models.common import Conv, Detector
-from detect.models.config import ModelConfig
+from detect.models.common import Backbone, Conv
 
 
 class Reorg(nn.Module):
@@ -44,32 +43,47 @@ def _layers(spec: list[tuple], c_in: int) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), c_in
 
 
-class YoloV2(Detector):
-    """YOLOv2 (darknet yolo.cfg): one stride-32 grid, 5 anchors."""
+class Darknet19(Backbone):
+    """Darknet-19's convolutional layers 0-22 (yolo.cfg): `forward` -> [F16, F32], the
+    stride-16 map (512 channels, the passthrough's source) and the stride-32 one (1024)."""
 
-    backbone = ("body16", "body32")  # darknet-19's layers 0-22: what --freeze backbone fixes
+    strides = (16, 32)
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg, [32])
-        self.body16, c = _layers(DARKNET19[:17], 3)  # layers 0-16: 26x26x512 at 416
-        self.body32, c32 = _layers(DARKNET19[17:], c)  # layers 17-22
+    def __init__(self) -> None:
+        super().__init__()
+        self.body16, c16 = _layers(DARKNET19[:17], 3)  # layers 0-16: 26x26x512 at 416
+        self.body32, c32 = _layers(DARKNET19[17:], c16)  # layers 17-22
+        self.channels = [c16, c32]
+        self.stage_names = ["body16", "body32"]
+        self.taps = (0, 1)
+
+
+class Passthrough(nn.Module):
+    """YOLOv2's neck, layers 23-29: two 3x3 1024 convs on F32; F16 through a 1x1 64 conv and
+    space-to-depth x2 (256 channels), routed beside them; a 3x3 1024 conv over the concat.
+
+    `forward`: [F16, F32] -> [one stride-32 map of 1024 channels].
+    """
+
+    def __init__(self, channels: list[int]) -> None:
+        super().__init__()
+        c16, c32 = channels
         self.head32 = nn.Sequential(
             Conv(c32, 1024, 3, act="leaky"), Conv(1024, 1024, 3, act="leaky")
         )
-        self.passthrough = Conv(c, 64, 1, act="leaky")  # layer 26
+        self.passthrough = Conv(c16, 64, 1, act="leaky")  # layer 26
         self.reorg = Reorg()  # layer 27
         self.final = Conv(1024 + 256, 1024, 3, act="leaky")  # layer 29
-        self.heads = nn.ModuleList([nn.Conv2d(1024, self.num_anchors[0] * self.num_outputs, 1)])
-        self.init_biases()
+        self.channels = [1024]
 
-    def _features(self, x: Tensor) -> list[Tensor]:
-        f16 = self.body16(x)
-        f32 = self.head32(self.body32(f16))
-        route = torch.cat((self.reorg(self.passthrough(f16)), f32), 1)  # layer 28
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        f16, f32 = feats
+        route = torch.cat((self.reorg(self.passthrough(f16)), self.head32(f32)), 1)  # layer 28
         return [self.final(route)]
 
-    def layer_table(self, imgsz: int) -> list[tuple[int, str, str, str, str, str]]:
-        """Darknet-style rows (index, layer, filters, size/stride, input, output) at `imgsz`."""
+    def layer_table(self, imgsz: int, out: int) -> list[tuple[int, str, str, str, str, str]]:
+        """Darknet-style rows (index, layer, filters, size/stride, input, output) of the whole
+        detector at `imgsz`, its last conv having `out` filters (anchors x (5 + C))."""
         rows: list[tuple[int, str, str, str, str, str]] = []
         shape = (imgsz, imgsz, 3)
 
@@ -101,6 +115,5 @@ class YoloV2(Detector):
         shape = (h, w, 256 + branch[2])
         rows.append((len(rows), "route", "", f"{len(rows) - 1} {len(rows) - 4}", "", fmt(shape)))
         add("conv", "1024", "3 x 3 / 1", (h, w, 1024))
-        out = self.num_anchors[0] * self.num_outputs
         add("conv", str(out), "1 x 1 / 1", (h, w, out))
         return rows

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from detect.anchor_boxes import boxes_wh, kmeans_anchors, read_anchors
+from detect.archs import ARCHS, get_arch
 from detect.data import DatasetRecords
 from detect.data.augment import AugmentConfig, AugmentedDataset, CacheReport
 from detect.data.dataset import collate_fn
@@ -28,24 +29,52 @@ from detect.errors import DetectError
 from detect.inference.dataset import predict_records
 from detect.losses import DetectionLoss, LossConfig
 from detect.metrics import evaluate
-from detect.models import ModelConfig, build_model, init_from, read_metadata, split_anchors
+from detect.models import ModelConfig, build_model, read_metadata, split_anchors
+from detect.models.common import Detector
+from detect.models.transfer import Transfer, transfer
+from detect.resources import data_dir
 from detect.settings import DetectorConfig
 
 Loss = Callable[..., tuple[Tensor, dict[str, Tensor]]]  # DetectionLoss's signature
 
 
-def xy_scale_for(cfg: DetectorConfig, weights: str | None) -> float:
-    """Centre-offset stretch of a new model: `cfg.xy_scale`, else that of the `weights` it
-    starts from, else 2 for tiny (YOLOv5's) and 1 for yolov2 (its exact decode)."""
-    if cfg.xy_scale is not None:
-        return cfg.xy_scale
+def start_model(cfg: DetectorConfig, weights: str | None) -> tuple[str, dict | None]:
+    """(architecture, the config of the detector `weights` holds or None) of a new model:
+    `cfg.model`, else that of `--weights W` (a detector file), else tiny."""
+    source = None
     if weights:
-        return float((read_metadata(weights).get("config") or {}).get("xy_scale", 1.0))
-    return 2.0 if cfg.model == "tiny" else 1.0
+        meta = read_metadata(weights)
+        if meta.get("kind") != "backbone":
+            source = meta.get("config") or None
+            if (source or {}).get("arch") not in ARCHS:  # not a detector (window classifier)
+                source = None
+        elif cfg.model is None:
+            backbone = str(meta.get("backbone", ""))
+            return (backbone if backbone in ARCHS else "tiny"), None
+    arch = cfg.model or (source or {}).get("arch") or "tiny"
+    if source is not None and source.get("arch") != arch:
+        source = None  # another architecture: only what matches by name and shape carries over
+    return arch, source
+
+
+def xy_scale_for(cfg: DetectorConfig, arch: str, source: dict | None) -> float:
+    """Centre-offset stretch of a new model: `cfg.xy_scale`, else that of the detector it
+    starts from (`source`, its config), else the architecture's (2 for tiny, YOLOv5's; 1 for
+    yolov2, its exact decode)."""
+    if cfg.xy_scale is not None:
+        return float(cfg.xy_scale)
+    if source is not None:
+        return float(source.get("xy_scale", 1.0))
+    return get_arch(arch).xy_scale
 
 
 def anchors_for(
-    cfg: DetectorConfig, records: DatasetRecords, levels: int, per_level: int, seed: int
+    cfg: DetectorConfig,
+    records: DatasetRecords,
+    levels: int,
+    per_level: int,
+    seed: int,
+    arch: str | None = None,
 ) -> tuple[list | None, dict | None]:
     """(anchors per level, info for args.json) from `cfg.anchors`: a JSON file, "auto" (k-means
     on the training boxes, in the letterbox frame the model sees), or None (model default).
@@ -65,28 +94,26 @@ def anchors_for(
     if len(a) == per_level * levels:
         return split_anchors(a.tolist(), levels), {"source": str(cfg.anchors)}
     raise DetectError(
-        f"{cfg.anchors}: {len(a)} anchors, but --model {cfg.model} needs {levels} x {per_level}"
+        f"{cfg.anchors}: {len(a)} anchors, but --model {arch or cfg.model} needs {levels} x "
+        f"{per_level}"
     )
 
 
-def freeze(model: nn.Module, spec: str | None) -> list[str]:
-    """`--freeze`: no gradient for the model's first N top-level blocks (`spec` "N") or its
-    backbone (`spec` "backbone"); returns the names of the frozen blocks. Their BatchNorm
-    statistics still follow the data, as in ultralytics."""
-    if not spec:
-        return []
-    blocks = [name for name, _ in model.named_children() if name != "heads"]
-    if spec == "backbone":
-        names = list(getattr(model, "backbone", ()))
+def freeze(model: Detector, spec: str | None, started_from_weights: bool) -> list[str]:
+    """`--freeze`: the backbone's first N stages (`spec` "N") or all of it ("backbone") run
+    without gradient, with their BatchNorm statistics fixed (Detector.freeze_backbone). None:
+    the architecture's default (`Arch.freeze`) when the model starts from pretrained weights,
+    else nothing. Returns the frozen stages' names."""
+    stages = len(model.backbone.stages())
+    if spec is None:
+        n = get_arch(model.cfg.arch).freeze if started_from_weights else 0
+    elif spec == "backbone":
+        n = stages
     else:
         n = int(spec)
-        if n > len(blocks):
-            raise DetectError(f"--freeze {n}: the model has {len(blocks)} blocks before its heads")
-        names = blocks[:n]
-    for name in names:
-        for p in getattr(model, name).parameters():
-            p.requires_grad_(False)
-    return names
+        if n > stages:
+            raise DetectError(f"--freeze {n}: the backbone has {stages} stages")
+    return model.freeze_backbone(n)
 
 
 def multi_scale(
@@ -112,8 +139,9 @@ class DetectorTask:
         cfg: the task's settings.
         train_rec, val_rec: the splits.
         device: where the model trains.
-        model_config, anchor_info: a resumed run's model config and anchors note (None: a new
-            model from `cfg`, anchors included; `weights` then seeds its parameters).
+        model_config, anchor_info, frozen: a resumed run's model config, anchors note and
+            frozen backbone stages (None: a new model from `cfg`, anchors included, started
+            from `weights` or its ImageNet backbone: detect.models.transfer).
         seed, rank, world: randomness and DDP sharding.
         loss: the loss (default `DetectionLoss(LossConfig(assigner=cfg.assigner))`); any
             callable with its signature, e.g. a test's that returns NaN.
@@ -129,6 +157,7 @@ class DetectorTask:
         device: torch.device,
         model_config: dict | None = None,
         anchor_info: dict | None = None,
+        frozen: list[str] | None = None,
         weights: str | None = None,
         seed: int = 0,
         rank: int = 0,
@@ -138,24 +167,22 @@ class DetectorTask:
         self.cfg, self.train_rec, self.val_rec, self.device = cfg, train_rec, val_rec, device
         self.batch, self.default_epochs = cfg.batch, cfg.default_epochs
         self.val_images = len(val_rec.images)
-        names = list(train_rec.names)
         self.anchor_info = anchor_info
+        self.transfer: Transfer | None = None
         if model_config is not None:
             mcfg = ModelConfig.from_dict(model_config)
         else:
-            base = ModelConfig(arch=cfg.model, num_classes=len(names), names=names)
-            levels, per = base.num_levels, len(base.anchors[0])
-            anchors, self.anchor_info = anchors_for(cfg, train_rec, levels, per, seed)
-            mcfg = ModelConfig(
-                arch=cfg.model, num_classes=len(names), names=names, anchors=anchors or [],
-                imgsz=cfg.imgsz, width=cfg.width, depth=cfg.depth,
-                xy_scale=xy_scale_for(cfg, weights),
-            ).check()  # fmt: skip
+            mcfg, self.anchor_info = self._new_config(cfg, train_rec, weights, seed)
         self.model_config = mcfg
         model = build_model(mcfg)
-        if weights and model_config is None:
-            init_from(model, weights, f"--model {cfg.model} with {len(names)} classes")
-        self.frozen = freeze(model, cfg.freeze)
+        if model_config is None:
+            start = weights or self._pretrained(cfg, mcfg.arch)
+            if start:
+                self.transfer = transfer(model, start)
+        if frozen is not None:  # a resumed run freezes what it froze
+            self.frozen = model.freeze_backbone(len(frozen))
+        else:
+            self.frozen = freeze(model, cfg.freeze, self.transfer is not None)
         # channels_last: measured ~25% faster training steps on CPU (oneDNN convolutions).
         self.model: nn.Module = model.to(device, memory_format=torch.channels_last)
         self.loss = loss or DetectionLoss(LossConfig(assigner=cfg.assigner))
@@ -165,6 +192,44 @@ class DetectorTask:
         self.sampler = EpochSampler(len(self.dataset), seed, rank, world)
         self.seed = seed
         self.mosaic_on = True
+
+    @staticmethod
+    def _new_config(
+        cfg: DetectorConfig, train_rec: DatasetRecords, weights: str | None, seed: int
+    ) -> tuple[ModelConfig, dict | None]:
+        """A new model's config: the architecture, anchors (`--anchors`, else those of the
+        detector it starts from, else the architecture's), input size and decode."""
+        names = list(train_rec.names)
+        arch, source = start_model(cfg, weights)
+        row = get_arch(arch)
+        levels, per = len(row.strides), len(row.anchors[0])
+        anchors, info = anchors_for(cfg, train_rec, levels, per, seed, arch)
+        if anchors is None and source is not None:
+            anchors, info = source.get("anchors"), {"source": str(weights)}
+        scaled = source if source is not None and row.scalable else {}
+        xy_scale = xy_scale_for(cfg, arch, source)
+        mcfg = ModelConfig(
+            arch=arch, num_classes=len(names), names=names, anchors=anchors or [],
+            imgsz=cfg.imgsz, width=float(scaled.get("width", cfg.width)),
+            depth=float(scaled.get("depth", cfg.depth)), act=(source or {}).get("act", row.act),
+            xy_scale=float(xy_scale),
+        ).check()  # fmt: skip
+        return mcfg, info
+
+    @staticmethod
+    def _pretrained(cfg: DetectorConfig, arch: str) -> str | None:
+        """The ImageNet backbone file a new `arch` model starts from (None: none, or
+        `--no-pretrained`). DetectError when it should and the file is missing."""
+        name = get_arch(arch).pretrained
+        if not name or not cfg.pretrained:
+            return None
+        path = data_dir("weights") / name
+        if not path.is_file():
+            raise DetectError(
+                f"{path}: the ImageNet backbone of --model {arch} is missing (see "
+                "weights/README.md); train from scratch with --no-pretrained"
+            )
+        return str(path)
 
     def cache_images(
         self, progress: Callable[[int, int], None], disk: str | Path | None = None
@@ -217,8 +282,13 @@ class DetectorTask:
         return val_figures(res)
 
     def summary(self) -> dict[str, Any]:
-        """The task's part of the weights' training summary."""
-        return {"imgsz": self.cfg.imgsz, "batch": self.cfg.batch}
+        """The task's part of the weights' training summary (where the weights came from)."""
+        out: dict[str, Any] = {"imgsz": self.cfg.imgsz, "batch": self.cfg.batch}
+        if self.transfer is not None:
+            out["init"] = self.transfer.to_dict()
+        if self.frozen:
+            out["frozen"] = self.frozen
+        return out
 
     def args(self) -> dict[str, Any]:
         """The task's part of args.json."""
@@ -227,8 +297,10 @@ class DetectorTask:
             "anchors": self.anchor_info,
             "batches_per_epoch": self.steps_per_epoch(0),
             "frozen": self.frozen,
+            "init": self.transfer.to_dict() if self.transfer is not None else None,
         }
 
     def resume_extra(self) -> dict[str, Any]:
         """What a resumed run needs to rebuild the model before loading its tensors."""
-        return {"model_config": self.model_config.to_dict(), "anchor_info": self.anchor_info}
+        return {"model_config": self.model_config.to_dict(), "anchor_info": self.anchor_info,
+                "frozen": self.frozen}  # fmt: skip
