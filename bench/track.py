@@ -10,7 +10,9 @@ ultralytics' own ByteTrack fed the very same detections.
    (what `detect track` runs at), computed once per clip, so every tracker gets the same boxes.
 3. Trackers: `detect.track.ByteTracker` (defaults: the paper's high 0.5 / new track 0.6), and
    ultralytics' `BYTETracker` (8.4.190) with its `bytetrack.yaml` (high 0.25, new track 0.25)
-   and with detect's thresholds, when ultralytics is importable.
+   and with detect's thresholds, when ultralytics is importable; then both again on the ground
+   truth's own boxes (a perfect detector), which separates the tracker's errors from the
+   detector's.
 4. Scores: py-motmetrics (IDF1, MOTA, ID switches, fragmentations, MT / ML), a tracker box
    matching a ground-truth box at IoU >= 0.5. A ground-truth box less than --min-visibility
    visible is not counted, and a tracker box on it (IoU >= 0.5) is dropped before scoring, as
@@ -141,6 +143,17 @@ def score(name: str, gt: np.ndarray, tracks: list[np.ndarray], min_vis: float):
     return acc
 
 
+def oracle_dets(gt: np.ndarray, frames: int, min_vis: float) -> list[np.ndarray]:
+    """The ground truth's own boxes (those at least `min_vis` visible) as detections, score
+    0.9: what the trackers make of a perfect detector."""
+    out = []
+    for f in range(1, frames + 1):
+        g = gt[(gt[:, 0] == f) & (gt[:, 8] >= min_vis)]
+        xyxy = np.concatenate([g[:, 2:4], g[:, 2:4] + g[:, 4:6]], 1)
+        out.append(np.concatenate([xyxy, np.full((len(g), 1), 0.9), g[:, 7:8]], 1))
+    return out
+
+
 def clip_stats(gt: np.ndarray) -> tuple[int, int, int]:
     """(objects, crossings: pairs of objects whose boxes overlapped at some frame, occlusion
     events: an object's visibility falling below 0.5)."""
@@ -200,17 +213,21 @@ def main() -> None:
     except ImportError:
         print("ultralytics not importable: its column is left out", file=sys.stderr)
 
-    accs: dict[str, list] = {k: [] for k in trackers}
-    seconds = dict.fromkeys(trackers, 0.0)
+    oracle = {f"{k} on ground-truth boxes": fn for k, fn in trackers.items() if "yaml" not in k}
+    accs: dict[str, list] = {k: [] for k in [*trackers, *oracle]}
+    seconds = dict.fromkeys(accs, 0.0)
     names, totals = [], np.zeros(3, int)
     for clip in clips:
         gt = read_mot(clip / "video_gt.txt")
         dets, fps = detect_clip(predictor, clip / "video.mp4")
         totals += clip_stats(gt)
         names.append(clip.name)
-        for k, fn in trackers.items():
+        perfect = oracle_dets(gt, len(dets), args.min_visibility)
+        runs = [(k, fn, dets) for k, fn in trackers.items()]
+        runs += [(k, fn, perfect) for k, fn in oracle.items()]
+        for k, fn, d in runs:
             t0 = time.perf_counter()
-            tracks = fn(dets, fps)
+            tracks = fn(d, fps)
             seconds[k] += time.perf_counter() - t0
             accs[k].append(score(clip.name, gt, tracks, args.min_visibility))
 
@@ -223,7 +240,7 @@ def main() -> None:
     print()
     print("| tracker | IDF1 | MOTA | ID switches | frag. | MT / ML | IDs | P | R | ms/frame |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for k in trackers:
+    for k in accs:
         s = mh.compute_many(accs[k], metrics=METRICS, names=names, generate_overall=True)
         o = s.loc["OVERALL"]
         ms = 1000 * seconds[k] / max(frames, 1)
@@ -233,7 +250,7 @@ def main() -> None:
               f"{ms:.2f} |")  # fmt: skip
     print()
     print("per clip IDF1 / MOTA / ID switches:")
-    for k in trackers:
+    for k in accs:
         s = mh.compute_many(accs[k], metrics=METRICS, names=names)
         cells = ", ".join(f"{n} {r.idf1:.3f}/{r.mota:.3f}/{int(r.num_switches)}"
                           for n, r in s.iterrows())  # fmt: skip

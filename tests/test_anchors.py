@@ -345,3 +345,15 @@ def test_cli_bad_input(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
     assert "nope" in r.stderr
+
+
+def test_darknet_lines_cover_every_level():
+    from detect.cli.anchors import darknet_lines
+
+    yolo, region = darknet_lines(np.array([[0.05, 0.1], [0.1, 0.2], [0.2, 0.4]]), 320, 32)
+    # pixels at 320, one mask per level (smallest at stride 8); grid units of stride 32
+    assert yolo.endswith("anchors=16,32, 32,64, 64,128  mask=0 (stride 8)  mask=1 (stride 16)  "
+                         "mask=2 (stride 32)")  # fmt: skip
+    assert region.endswith("anchors=0.5000,1.0000, 1.0000,2.0000, 2.0000,4.0000")
+    nine = darknet_lines(np.full((9, 2), 0.1), 320, 32)[0]
+    assert "mask=0,1,2 (stride 8)  mask=3,4,5 (stride 16)  mask=6,7,8 (stride 32)" in nine

@@ -225,3 +225,12 @@ def test_a_class_that_found_nothing_is_flagged_and_counts_zero(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "found nothing in 1 class with ground truth: b (P, R, F1 0" in r.stdout
     assert "P 0.500  R 0.500  F1 0.500" in r.stdout  # the mean over a (1, 1, 1) and b (0, 0, 0)
+
+
+def test_comparison_names_are_short():
+    from detect.cli.evaluate import _names
+
+    runs = ["runs/train/weights/best.safetensors", "runs/train-2/weights/best.safetensors"]
+    assert _names([*runs, "x/last.safetensors"]) == ["train/best", "train-2/best", "last"]
+    assert _names(["a.json", "b.json"]) == ["a", "b"]
+    assert _names(["x/a.json", "x/a.json"]) == ["a", "a#2"]  # the same file twice

@@ -17,6 +17,7 @@ from detect.cli.common import (
     err_console,
     print_report,
 )
+from detect.settings import DetectorConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,10 +43,14 @@ def command(
     split: Split = "train",
     images: Images = None,
     imgsz: Annotated[
-        int, typer.Option("--imgsz", help="Input size for the pixel column and tiny-box warning.")
-    ] = 640,
+        int,
+        typer.Option(
+            "--imgsz", help="Input size for the pixel column and tiny-box warning (train's)."
+        ),
+    ] = DetectorConfig.imgsz,
     stride: Annotated[
-        int, typer.Option("--stride", help="Output stride for grid units (darknet line).")
+        int,
+        typer.Option("--stride", help="Output stride for grid units (darknet [region] line)."),
     ] = 32,
     thr: Annotated[
         float, typer.Option("--thr", help="Anchor ratio threshold for BPR (ultralytics: 4.0).")
@@ -172,6 +177,28 @@ def _parse_range(text: str) -> list[int]:
     return sorted(ks)
 
 
+LEVELS = (8, 16, 32)  # the strides of tiny's grids (and of YOLOv3's three [yolo] layers)
+
+
+def darknet_lines(anchors, imgsz: int, stride: int) -> list[str]:
+    """The anchors as darknet cfg lines, sorted by area as `anchors` is ([K, 2] fractions of
+    the input): YOLOv3's [yolo] layers take pixels at the input size, one `mask` per level
+    (the smallest third at stride 8, the next at 16, the largest at 32, as yolov3.cfg); YOLOv2's
+    [region] takes grid units of one stride-`stride` grid."""
+    px = ", ".join(f"{w * imgsz:.0f},{h * imgsz:.0f}" for w, h in anchors)
+    k, n = len(anchors), len(LEVELS)
+    cuts = [round(i * k / n) for i in range(n + 1)]  # (K = 9: 0-2, 3-5, 6-8)
+    masks = []
+    for s, a, b in zip(LEVELS, cuts[:-1], cuts[1:], strict=True):
+        if b > a:
+            masks.append(f"mask={','.join(str(i) for i in range(a, b))} (stride {s})")
+    grid = ", ".join(f"{w * imgsz / stride:.4f},{h * imgsz / stride:.4f}" for w, h in anchors)
+    return [
+        f"darknet [yolo] (pixels at {imgsz}, every level): anchors={px}  " + "  ".join(masks),
+        f"darknet [region] (grid units of stride {stride} at {imgsz}): anchors={grid}",
+    ]
+
+
 def _print_result(
     out: Console, r: AnchorResult, imgsz: int, stride: int, n_all: int, data: str, split: str
 ) -> None:
@@ -187,8 +214,8 @@ def _print_result(
             f"{gw:.3f}", f"{gh:.3f}",
         )  # fmt: skip
     out.print(t)
-    line = ", ".join(f"{gw:.4f},{gh:.4f}" for gw, gh in grid)
-    out.print(f"darknet (grid of stride {stride} at {imgsz}): anchors={line}", soft_wrap=True)
+    for text in darknet_lines(r.anchors, imgsz, stride):
+        out.print(text, soft_wrap=True, highlight=False, markup=False)
     from rich.markup import escape
 
     out.print(

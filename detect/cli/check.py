@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from detect.cli.common import Images, console, err_console
+from detect.settings import DetectorConfig
 
 EXAMPLES = [
     "detect check data.yaml",
@@ -24,8 +25,11 @@ def command(
         ),
     ] = None,
     imgsz: Annotated[
-        int, typer.Option("--imgsz", help="Model input side for the box sizes in pixels.")
-    ] = 640,
+        int,
+        typer.Option(
+            "--imgsz", help="Model input side for the box sizes in pixels (train's default)."
+        ),
+    ] = DetectorConfig.imgsz,
     fast: Annotated[
         bool, typer.Option("--fast", help="Read image headers only (no full decode).")
     ] = False,

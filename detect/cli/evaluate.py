@@ -145,9 +145,26 @@ def _check_outputs(json_out: str | None, plots: str | None) -> None:
 
 
 def _names(paths: list[str]) -> list[str]:
-    """Run names: the file stems, or the paths where stems repeat."""
+    """Short run names for the tables: the file stems (`best`), a repeated stem led by the
+    nearest folder that tells the files apart (`train/best`, `train-2/best` for
+    runs/train*/weights/best.safetensors), a path given twice numbered (`best#2`)."""
     stems = [Path(p).stem or p for p in paths]
-    return stems if len(set(stems)) == len(stems) else list(paths)
+    names = list(stems)
+    for stem in set(stems):
+        same = [i for i, s in enumerate(stems) if s == stem]
+        if len(same) < 2:
+            continue
+        parents = [Path(paths[i]).resolve().parent.parts[::-1] for i in same]
+        depth = min(len(q) for q in parents)
+        k = next((k for k in range(depth) if len({q[k] for q in parents}) > 1), None)
+        for i, q in zip(same, parents, strict=True):
+            names[i] = f"{q[k]}/{stem}" if k is not None else stem
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            names[i] = f"{n}#{seen[n]}"
+    return names
 
 
 def _read_predictions(data, pred, split, images, report):

@@ -206,6 +206,38 @@ def command(
         highlight=False,
     )
     console.print(f"weights: {result.best}", highlight=False, soft_wrap=True)
+    for line in closing_hints(result, anchors == "auto"):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def closing_hints(result, auto_anchors: bool) -> list[str]:
+    """What a first run needs next: the anchors --anchors auto chose (pixels at the training
+    size, per level, from args.json), and the confidence of the best F1 on the val split (the
+    mean over classes, detect.metrics.operating) as the `--conf` to predict with: after a short
+    training the default 0.25 may keep nothing."""
+    import json
+
+    lines = []
+    args = result.run_dir / "args.json"
+    if auto_anchors and args.is_file():
+        d = json.loads(args.read_text())
+        model, info = d.get("model") or {}, d.get("anchors") or {}
+        size = int(model.get("imgsz") or 0)
+        levels = [" ".join(f"{w * size:.0f}x{h * size:.0f}" for w, h in level)
+                  for level in model.get("anchors") or []]  # fmt: skip
+        if levels:
+            fit = f", avg IoU {info['avg_iou']:.3f}" if "avg_iou" in info else ""
+            lines.append(f"anchors (auto, k-means on the train boxes{fit}), px at {size} by "
+                         f"level: {' | '.join(levels)}")  # fmt: skip
+    op = getattr(result.best_eval, "operating", None)
+    conf = None if op is None else op.all.get("conf")
+    if conf is not None and conf == conf:
+        lines.append(
+            f"best F1 {op.all['f1']:.3f} at conf {conf:.3f} on val (P {op.all['precision']:.3f}, "
+            f"R {op.all['recall']:.3f}): detect predict SOURCE --weights {result.best} "
+            f"--conf {conf:.3f}"
+        )
+    return lines
 
 
 # What --resume still takes from the command line: where and how verbosely it runs.

@@ -59,6 +59,7 @@ class Track:
     activated: bool = False
     frame: int = 0  # last frame it was matched in
     start: int = 0  # frame it began
+    removed_at: int = 0  # frame it was removed in (it stays matchable through that frame's end)
     votes: dict[int, float] = field(default_factory=dict)  # class -> summed score
 
     @property
@@ -174,8 +175,9 @@ class ByteTracker:
         matches, free_r, _ = assign(_iou_cost(rest, dets[lo_idx, :4]), 0.5)
         for ti, di in matches:
             take(rest[ti], lo_idx[di])
-        for i in free_r:
-            rest[i].state = State.lost
+        newly_lost = [rest[i] for i in free_r]
+        for t in newly_lost:
+            t.state = State.lost
         # 3. tracks born last frame against the high boxes left
         left = hi_idx[free_d]
         cost = _iou_cost(unconfirmed, dets[left, :4])
@@ -201,10 +203,17 @@ class ByteTracker:
         # 5. forget long-lost tracks; tidy the lists
         for t in self.lost:  # (those lost before this frame, as ByteTrack)
             if t.state == State.lost and self.frame - t.frame > self.max_lost:
-                t.state = State.removed
-        everyone = confirmed + [t for t in self.lost if t not in confirmed] + unconfirmed + born
-        tracked = [t for t in everyone if t.state == State.tracked]
-        lost = [t for t in everyone if t.state == State.lost]
+                t.state, t.removed_at = State.removed, self.frame
+        # the authors' list order (it breaks ties in the next frame's assignment): the tracks
+        # still tracked, the new ones, the lost ones found again; the lost still lost, then
+        # the newly lost
+        tracked = [t for t in self.tracked if t.state == State.tracked] + born
+        tracked += [t for t in self.lost if t.state == State.tracked and t not in tracked]
+        # a track removed in this frame stays in the lost list until the next frame's end (the
+        # authors' and ultralytics' bookkeeping: removed tracks leave the list one frame late),
+        # so it can still be found again then: the buffer is in effect one frame longer
+        just = [t for t in self.lost if t.state == State.removed and t.removed_at == self.frame]
+        lost = [t for t in self.lost if t.state == State.lost or t in just] + newly_lost
         self.tracked, self.lost = _drop_duplicates(tracked, lost)
         for t in self.tracked:
             if t.activated and t.id == 0:
