@@ -211,6 +211,9 @@ def test_training_table_equals_evaluate(tmp_path):
     det = Detector(shapes_weights(), device="cpu")
     run = det.train(yaml, epochs=1, batch=4, workers=0, out=str(tmp_path / "runs" / "train"))
     assert det.weights == run.best  # the detector now predicts with the trained weights
+    val = sorted(p.name for p in (run.run_dir / "val").iterdir())  # a first look at the best
+    assert val == ["confusion_matrix.png", "pr_all.png", "val_batch0_labels.jpg",
+                   "val_batch0_pred.jpg"]  # fmt: skip
     ev = det.evaluate(yaml)
     assert run.map50 > 0.3  # (a real score, not two zeros)
     assert (ev.map50, ev.map) == (run.map50, run.map)

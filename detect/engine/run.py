@@ -38,6 +38,7 @@ from detect.engine.events import (
     Transferred,
 )
 from detect.engine.optim import build_optimizer
+from detect.engine.report import write_val_report
 from detect.engine.results import read_results
 from detect.engine.state import RESUME_FILE, load_resume_state
 from detect.engine.tasks import DetectorTask, WindowTask
@@ -141,6 +142,8 @@ def train(
                   trainer.epoch if run.resume else None))  # fmt: skip
     stopped = trainer.train()
     best = trainer.hook(H.BestModel)
+    if dist.main and best.eval is not None and stopped != "interrupted":
+        write_val_report(run_dir / "val", best.eval, val_rec)  # (what the best weights found)
     dist.barrier()
     emit(RunEnd(run_dir, stopped, best.epoch, best.map[0], best.map[1], trainer.elapsed()))
     dist.close()

@@ -66,9 +66,10 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
 
 
-def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
-    """PR curve PNG per class (`pr_<name>.png`), one for all classes (`pr_all.png`) and
-    `confusion_matrix.png` into `folder`; returns the paths written."""
+def save_plots(result, folder: str | Path, gt, dets, per_class: bool = True) -> list[Path]:
+    """PR curve PNG per class (`pr_<name>.png`; not with `per_class` False), one for all
+    classes (`pr_all.png`) and `confusion_matrix.png` into `folder`; returns the paths
+    written."""
     folder = Path(folder)
     g = ground_truth(gt)
     p = predictions(dets, g)
@@ -81,7 +82,7 @@ def save_plots(result, folder: str | Path, gt, dets) -> list[Path]:
     def save(fig, name):
         written.append(_save_png(fig, folder / name))
 
-    for k, name in enumerate(result.names):
+    for k, name in enumerate(result.names if per_class else []):
         fig, ax = plt.subplots(figsize=(5, 4), tight_layout=True)
         if ap50[k] >= 0:
             ax.plot(rec, prec50[:, k], label=f"{name} AP50 {ap50[k]:.3f}")
