@@ -10,7 +10,10 @@ DEMO := demo-out
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+# PYTHONWARNINGS: setuptools warns on every editable install whose package maps data folders
+# (weights/ -> detect.weights) that folders named like the package may shadow it; here the
+# repo root's detect/ is the package itself, so the warning only adds noise to a first install.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e ".[dev]"
 # sahi: the tiling tests' oracle. --no-deps: it requires opencv-python, whose cv2 would replace
 # opencv-python-headless's; what it imports is in the dev extra.
 	$(PY) -m pip install --quiet --no-deps "sahi==0.12.8"
