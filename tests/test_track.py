@@ -200,3 +200,30 @@ def test_detect_track_command(tmp_path):
     assert len(text) == 10 and text[7:] == ["-1", "-1", "-1"]
     r = CliRunner().invoke(make_app(["track"]), ["track", str(tmp_path / "nope.mp4")])
     assert r.exit_code != 0 and "no such file" in str(r.exception)
+
+
+def test_ctrl_c_keeps_what_was_written_whole(tmp_path):
+    """Ctrl-C after 5 frames: the run says so, the MOT file holds exactly frames 1-5, the
+    video is a whole file."""
+    import cv2
+
+    from detect.resources import default_predict_weights
+    from detect.synth import SynthConfig, make_synth
+    from detect.track.mot import read_mot
+    from detect.track.run import run_track
+
+    make_synth(tmp_path / "s", SynthConfig(train=1, val=1, video=True, frames=12, seed=2))
+
+    def stop(done, total, name):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    s = run_track([str(tmp_path / "s" / "video.mp4")], str(default_predict_weights("cpu")),
+                  out=tmp_path / "t", save_txt=True, callback=stop,
+                  tracker=TrackerConfig(high_thresh=0.1, new_track_thresh=0.1))  # fmt: skip
+    assert s.interrupted and s.frames == 5
+    rows = read_mot(s.sequences[0].mot)
+    assert set(rows[:, 0].astype(int)) <= {1, 2, 3, 4, 5}
+    cap = cv2.VideoCapture(str(tmp_path / "t" / "video.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    cap.release()
