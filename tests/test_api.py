@@ -223,3 +223,17 @@ def test_training_table_equals_evaluate(tmp_path):
     assert r.exit_code == 0, r.output
     coco = json.loads(r.stdout[r.stdout.index("{") :])["coco"]
     assert (coco["AP50"], coco["AP"]) == (run.map50, run.map)
+
+
+def test_export_then_predict_with_the_export(det, data, tmp_path):
+    path = det.export("onnx", out=tmp_path / "shapes.onnx")
+    from detect import Detector
+
+    onnx = Detector(path)
+    assert onnx.runtime == "onnxruntime" and onnx.names == det.names
+    img = data / "images" / "val" / "000003.jpg"
+    a, b = det(img)[0], onnx(img)[0]
+    np.testing.assert_array_equal(a.classes, b.classes)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+    with pytest.raises(DetectError, match="exported model cannot be trained"):
+        onnx.train(data / "data.yaml")
