@@ -40,14 +40,16 @@ class Arch:
     act: str = "silu"  # activation of neck and heads (and tiny's backbone)
     pretrained: str | None = None  # ImageNet backbone file in weights/, loaded for a new model
     scalable: bool = False  # width / depth multipliers apply (tiny's backbone)
-    freeze: int = 0  # backbone stages frozen by default when starting from trained weights
+    freeze: int = 0  # backbone stages frozen by default when starting from trained weights:
+    # the stages to stride 4 (the fine-tuning A/B of bench/README.md, Fine-tuning)
 
 
 ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
         Arch("tiny", "small residual backbone + FPN, 3 grids, trained from scratch",
-             "tiny", "fpn", "decoupled", (8, 16, 32), THREE_LEVEL_ANCHORS, scalable=True),
+             "tiny", "fpn", "decoupled", (8, 16, 32), THREE_LEVEL_ANCHORS, scalable=True,
+             freeze=2),  # stem, stage2: to stride 4
         Arch("yolov2", "darknet yolo.cfg: Darknet-19 + passthrough, 1 grid, 5 anchors",
              "darknet19", "passthrough", "conv", (32,), YOLOV2_ANCHORS, info_imgsz=608,
              xy_scale=1.0, act="leaky"),

@@ -26,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+import skimage.data
 import torch
 from safetensors.torch import save
 
@@ -36,6 +37,7 @@ from detect.files import atomic_write_bytes  # noqa: E402
 from detect.models.efficientnet import VARIANTS, EfficientNetLite, convert_state_dict  # noqa: E402
 from detect.models.imagenet import classify_photo  # noqa: E402
 
+PHOTOS = ("chelsea", "coffee")  # scikit-image's samples: a cat, an espresso
 LICENSE = "Apache-2.0 (weights: Google, tensorflow/tpu efficientnet/lite; package: ML Illustrated)"
 
 
@@ -62,7 +64,7 @@ def main() -> None:
     model = EfficientNetLite(args.variant, classifier=True)
     model.load_state_dict(convert_state_dict(state, args.variant), strict=True)
     model.eval()
-    checks = {name: classify_photo(model, name) for name in ("chelsea", "coffee")}
+    checks = {name: classify_photo(model, getattr(skimage.data, name)()) for name in PHOTOS}
     name = f"efficientnet-{args.variant}"
     meta = {
         "detect_format": "1",

@@ -28,7 +28,8 @@ R, D, W = RunConfig, DetectorConfig, WindowTrainConfig  # the defaults below are
 EXAMPLES = [
     "detect synth data/shapes && detect train data/shapes/data.yaml --epochs 10",
     "detect train VOC2007 --model yolov2 --time 30 --anchors auto",
-    "detect train data.yaml --weights best.safetensors --freeze backbone",
+    "detect train mydata.yaml --weights best.safetensors   # fine-tune onto your classes",
+    "detect train VOC2007 --model efficientnet-lite0 --time 60   # from ImageNet",
     "detect train --resume runs/train",
 ]  # the end of --help
 
@@ -40,9 +41,14 @@ def command(
         typer.Argument(help="Data set: ultralytics YAML, COCO JSON or VOC folder."),
     ] = None,
     model: Annotated[
-        Model,
-        typer.Option("--model", help="A detector, or window (the sliding-window classifier)."),
-    ] = Model(D.model),
+        Model | None,
+        typer.Option(
+            "--model",
+            help="A detector, or window (the sliding-window classifier). Default: the "
+            "architecture of --weights, else tiny.",
+            show_default=False,
+        ),
+    ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(
@@ -113,9 +119,18 @@ def command(
     freeze: Annotated[
         str | None,
         typer.Option(
-            "--freeze", help="No updates for the first N blocks, or the backbone (fine-tune)."
+            "--freeze",
+            help="Freeze the backbone's first N stages, or all of it: no updates, fixed "
+            "BatchNorm statistics (default: the model's own when starting from trained weights).",
         ),
     ] = D.freeze,
+    pretrained: Annotated[
+        bool,
+        typer.Option(
+            "--pretrained/--no-pretrained",
+            help="An ImageNet-backbone model (efficientnet-lite*) starts from ImageNet weights.",
+        ),
+    ] = D.pretrained,
     save_period: Annotated[
         int,
         typer.Option("--save-period", help="Also keep weights/epochN.safetensors every N epochs."),
@@ -177,9 +192,9 @@ def command(
         task = dict(
             batch=batch, workers=workers, imgsz=imgsz or D.imgsz, multi_scale=multi_scale,
             cache=cache.value if cache else None, anchors=anchors, assigner=assigner.value,
-            close_mosaic_epochs=close_mosaic, freeze=freeze,
+            close_mosaic_epochs=close_mosaic, freeze=freeze, pretrained=pretrained,
         )  # fmt: skip
-    cfg = TrainConfig.create(model.value, **run, **task)
+    cfg = TrainConfig.create(model.value if model else None, **run, **task)
     show = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     with _Progress(show, verbose) as progress:
         result = train(cfg, progress.callback)
@@ -368,6 +383,9 @@ class _Progress:
                 for split, report in (("train", event.train_report), ("val", event.val_report)):
                     print_report(report, verbose=self.verbose, split=split,
                                  saved="data-report.txt in the run")  # fmt: skip
+            case E.Transferred():
+                frozen = f"; frozen: {', '.join(event.frozen)}" if event.frozen else ""
+                console.print(event.line + frozen, highlight=False, soft_wrap=True)
             case E.Cached(report=r):
                 where = "in RAM" if r.folder is None else f"in {r.folder}"
                 reused = f", {r.reused} from an earlier run" if r.reused else ""

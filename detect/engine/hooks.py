@@ -31,6 +31,7 @@ from detect.engine.state import RESUME_FILE, save_resume_state
 from detect.engine.trainer import Hook, Stop
 from detect.files import WriteError, all_or_nothing, remove_temps
 from detect.models import save_weights
+from detect.models.weights_file import upgrade_keys
 
 
 class LRSchedule(Hook):
@@ -80,8 +81,6 @@ class EMA(Hook):
         return {f"ema.{k}": v for k, v in self.ema.ema.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, Tensor]) -> None:
-        from detect.engine.trainer import upgrade_keys
-
         n = len("ema.")
         state = {k[n:]: v for k, v in tensors.items() if k.startswith("ema.")}
         self.ema.ema.load_state_dict(upgrade_keys(state, self.ema.ema))

@@ -29,6 +29,7 @@ from detect.engine.events import Callback, Event
 from detect.engine.optim import EpochSampler, unwrap
 from detect.engine.state import load_optimizer_state, optimizer_state, set_rng_state
 from detect.errors import DetectError
+from detect.models.weights_file import upgrade_keys
 
 
 class Stop(StrEnum):
@@ -339,16 +340,6 @@ class Trainer:
         )
         for h in self.hooks:
             h.load_tensors(tensors)
-
-
-def upgrade_keys(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    """A detector's tensors saved before detectors were built from parts, renamed
-    (detect.models.transfer.upgrade_keys); other models' pass unchanged."""
-    if not hasattr(model, "backbone"):
-        return state
-    from detect.models.transfer import upgrade_keys as upgrade
-
-    return upgrade(state, model)
 
 
 def _autocast_fp16() -> torch.autocast:

@@ -17,13 +17,9 @@ from safetensors.torch import load_file
 from detect.models.efficientnet import VARIANTS, EfficientNetLite
 
 
-def classify_photo(model: EfficientNetLite, photo: str | np.ndarray) -> tuple[int, float]:
-    """(top-1 ImageNet class, its probability) of an RGB uint8 photo `[H, W, 3]`, or of the
-    scikit-image sample of that name, resized to the variant's ImageNet side (bicubic)."""
-    if isinstance(photo, str):
-        import skimage.data
-
-        photo = getattr(skimage.data, photo)()
+def classify_photo(model: EfficientNetLite, photo: np.ndarray) -> tuple[int, float]:
+    """(top-1 ImageNet class, its probability) of an RGB uint8 photo `[H, W, 3]` (e.g.
+    scikit-image's `skimage.data.chelsea()`), resized to the variant's ImageNet side (bicubic)."""
     side = VARIANTS[model.variant][2]
     x = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
     t = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255

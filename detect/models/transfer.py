@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from detect.errors import DetectError
 from detect.models.common import Detector
 from detect.models.tiny import DecoupledHead
-from detect.models.weights_file import read_tensors
+from detect.models.weights_file import read_tensors, upgrade_keys
 
 
 @dataclass
@@ -50,22 +50,6 @@ class Transfer:
         """For the weights' training summary and args.json (`detect info` shows it)."""
         return {"from": self.source, "kind": self.kind, "tensors": f"{self.matched}/{self.total}",
                 "new_classes": self.new_classes}  # fmt: skip
-
-
-def upgrade_keys(tensors: dict[str, Tensor], model: Detector) -> dict[str, Tensor]:
-    """Names of weights saved before detectors were built from parts (`stem.conv.weight`,
-    `lat5.conv.weight`) -> today's (`backbone.stem.conv.weight`, `neck.lat5.conv.weight`):
-    a key whose first part is a backbone stage goes under `backbone.`, any other but the heads
-    under `neck.`. Today's names pass unchanged."""
-    stages = set(model.backbone.stage_names)
-    out = {}
-    for key, value in tensors.items():
-        head = key.split(".", 1)[0]
-        if head in ("backbone", "neck", "heads"):
-            out[key] = value
-        else:
-            out[("backbone." if head in stages else "neck.") + key] = value
-    return out
 
 
 def class_rows(model: Detector) -> dict[str, tuple[int, int]]:

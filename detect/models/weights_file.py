@@ -89,10 +89,7 @@ def load_weights(
         raise DetectError(f"{path}: bad model config in metadata: {e}") from None
     except (TypeError, ValueError, KeyError) as e:
         raise DetectError(f"{path}: bad model config in metadata: {e}") from None
-    if hasattr(model, "backbone"):
-        from detect.models.transfer import upgrade_keys
-
-        tensors = upgrade_keys(tensors, model)  # files saved before detectors had parts
+    tensors = upgrade_keys(tensors, model)  # files saved before detectors had parts
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -105,6 +102,25 @@ def load_weights(
         detail = " ".join(str(e).split())[:300]
         raise DetectError(f"{path}: tensors do not match the model ({detail})") from None
     return model.to(device).eval(), meta
+
+
+def upgrade_keys(tensors: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Names of weights saved before detectors were built from parts (`stem.conv.weight`,
+    `lat5.conv.weight`) -> today's (`backbone.stem.conv.weight`, `neck.lat5.conv.weight`):
+    a key whose first part is a backbone stage goes under `backbone.`, any other but the heads
+    under `neck.`. Today's names, and models without a backbone (the window classifier), pass
+    unchanged."""
+    if not hasattr(model, "backbone"):
+        return tensors
+    stages = set(model.backbone.stage_names)
+    out = {}
+    for key, value in tensors.items():
+        head = key.split(".", 1)[0]
+        if head in ("backbone", "neck", "heads"):
+            out[key] = value
+        else:
+            out[("backbone." if head in stages else "neck.") + key] = value
+    return out
 
 
 def init_from(model: nn.Module, path: str | Path, what: str) -> None:
