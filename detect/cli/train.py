@@ -28,7 +28,7 @@ R, D, W = RunConfig, DetectorConfig, WindowTrainConfig  # the defaults below are
 EXAMPLES = [
     "detect synth data/shapes && detect train data/shapes/data.yaml --epochs 10",
     "detect train VOC2007 --model yolov2 --time 30 --anchors auto",
-    "detect train mydata.yaml --weights best.safetensors   # fine-tune onto your classes",
+    "detect train mydata.yaml --weights best.safetensors   # onto your classes",
     "detect train VOC2007 --model efficientnet-lite0 --time 60   # from ImageNet",
     "detect train --resume runs/train",
 ]  # the end of --help
@@ -44,8 +44,9 @@ def command(
         Model | None,
         typer.Option(
             "--model",
-            help="A detector, or window (the sliding-window classifier). Default: the "
-            "architecture of --weights, else tiny.",
+            metavar="MODEL",
+            help="tiny, yolov2, efficientnet-lite0|1|2 (ImageNet backbone), or window (the "
+            "sliding-window classifier). Default: the architecture of --weights, else tiny.",
             show_default=False,
         ),
     ] = None,
