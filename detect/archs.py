@@ -47,7 +47,7 @@ class Arch:
 ARCHS: dict[str, Arch] = {
     a.name: a
     for a in (
-        Arch("tiny", "small residual backbone + FPN, 3 grids, trained from scratch",
+        Arch("tiny", "small residual backbone (quick to train from scratch) + FPN, 3 grids",
              "tiny", "fpn", "decoupled", (8, 16, 32), THREE_LEVEL_ANCHORS, scalable=True,
              freeze=2),  # stem, stage2: to stride 4
         Arch("yolov2", "darknet yolo.cfg: Darknet-19 + passthrough, 1 grid, 5 anchors",
@@ -61,6 +61,9 @@ ARCHS: dict[str, Arch] = {
         ),
     )
 }  # fmt: skip
+
+
+DEFAULT = "tiny"  # what `detect train` builds without --model or --weights
 
 
 def get_arch(name: str) -> Arch:

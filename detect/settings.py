@@ -4,7 +4,7 @@ Nothing here imports torch: the CLI takes its defaults, choices and help from th
 (`detect --help` stays fast), the library checks them (`check()` raises DetectError).
 
 Training: the run's settings (`RunConfig`, every task) and the task's own (`DetectorConfig`
-for `--model tiny|yolov2`, `WindowTrainConfig` for `--model window`).
+for the detectors of detect.archs, `WindowTrainConfig` for `--model window`).
 
 `TrainConfig` pairs them. Its flat form (`to_dict`, every field once plus "model") is what
 args.json holds and `--resume` reads back; `from_dict` also reads the args.json of runs saved
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from detect.archs import ARCHS
+from detect.archs import ARCHS, DEFAULT
 from detect.errors import DetectError
 
 
@@ -108,7 +108,7 @@ VAL_MAX_DET = 300
 
 @dataclass
 class DetectorConfig:
-    """Settings of the detector task (`--model tiny | yolov2`)."""
+    """Settings of the detector task (`--model` a row of detect.archs.ARCHS)."""
 
     model: str | None = None  # a row of detect.archs.ARCHS; None: the architecture of
     # --weights, else tiny
@@ -235,7 +235,7 @@ class TrainConfig:
         took `imgsz` <= 96 as its window side (else 32) and ignored the detector's options.
         """
         d = dict(d)
-        model = d.get("model", "tiny")
+        model = d.get("model", DEFAULT)  # runs saved before --model could be omitted
         task_cls = _task_class(model)
         if task_cls is WindowTrainConfig and "window" not in d:
             imgsz = int(d.get("imgsz", 320))

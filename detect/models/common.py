@@ -51,20 +51,24 @@ class Conv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
 
-    @torch.no_grad()
     def fuse(self) -> None:
         """Fold BN into the conv weights and bias (inference only; the BN becomes Identity)."""
-        if isinstance(self.bn, nn.Identity):
-            return
-        bn, conv = self.bn, self.conv
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [C_out]
-        fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            groups=conv.groups, bias=True,
-        ).to(conv.weight.device)  # fmt: skip
-        fused.weight.copy_(conv.weight * scale[:, None, None, None])
-        fused.bias.copy_(bn.bias - bn.running_mean * scale)
-        self.conv, self.bn = fused, nn.Identity()
+        if not isinstance(self.bn, nn.Identity):
+            self.conv, self.bn = fuse_conv_bn(self.conv, self.bn), nn.Identity()
+
+
+@torch.no_grad()
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A Conv2d with bias computing `bn(conv(x))` in eval mode (BN statistics folded in)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # [C_out]
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        groups=conv.groups, bias=True,
+    ).to(conv.weight.device)  # fmt: skip
+    fused.weight.copy_(conv.weight * scale[:, None, None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+    return fused
 
 
 def make_act(name: str) -> nn.Module:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from detect.archs import default_anchors, get_arch
+from detect.archs import DEFAULT, default_anchors, get_arch
 from detect.errors import DetectError
 
 
@@ -16,7 +16,7 @@ from detect.errors import DetectError
 class ModelConfig:
     """What a detector is: architecture, classes, anchors, input size, widths."""
 
-    arch: str = "tiny"  # a row of detect.archs.ARCHS
+    arch: str = DEFAULT  # a row of detect.archs.ARCHS
     num_classes: int = 80  # C: class logits per anchor
     names: list[str] = field(default_factory=list)  # class names, len == num_classes (or empty)
     anchors: list[list[list[float]]] = field(default_factory=list)  # per level [[w, h], ...]

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from detect.models.common import Backbone
+from detect.models.common import Backbone, fuse_conv_bn
 
 # (repeats, kernel, stride, expand ratio, in, out) of EfficientNet-B0's seven stages.
 _STAGES = [
@@ -89,20 +89,10 @@ class ConvBN(nn.Module):
         a, b = self.pad
         return self.act(self.bn(self.conv(nn.functional.pad(x, (a, b, a, b)))))
 
-    @torch.no_grad()
     def fuse(self) -> None:
         """Fold the BatchNorm into the conv (inference only), as `common.Conv.fuse`."""
-        if isinstance(self.bn, nn.Identity):
-            return
-        bn, conv = self.bn, self.conv
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
-            groups=conv.groups, bias=True,
-        ).to(conv.weight.device)  # fmt: skip
-        fused.weight.copy_(conv.weight * scale[:, None, None, None])
-        fused.bias.copy_(bn.bias - bn.running_mean * scale)
-        self.conv, self.bn = fused, nn.Identity()
+        if not isinstance(self.bn, nn.Identity):
+            self.conv, self.bn = fuse_conv_bn(self.conv, self.bn), nn.Identity()
 
 
 class MBConv(nn.Module):
@@ -171,26 +161,15 @@ class EfficientNetLite(Backbone):
         return self.fc(x)
 
 
-# efficientnet_pytorch's key names (the package's .pth) -> ours, for the conversion script.
-def convert_key(key: str) -> str:
-    """`_blocks.N._depthwise_conv.weight` style names -> `stageS.J.dw.conv.weight` ones.
-
-    Block N of the flat list is found by counting repeats stage by stage (done by the caller
-    through `block_index`); this maps the per-block and top-level parts.
-    """
-    top = {
-        "_conv_stem.": "stem.conv.",
-        "_bn0.": "stem.bn.",
-        "_conv_head.": "head.conv.",
-        "_bn1.": "head.bn.",
-        "_fc.": "fc.",
-    }
-    for old, new in top.items():
-        if key.startswith(old):
-            return new + key[len(old) :]
-    raise KeyError(key)
-
-
+# efficientnet_pytorch's key names (the packages' .pth) -> ours, for the conversion script:
+# the network's own parts, and the parts of each MBConv block `_blocks.N`.
+TOP_PARTS = {
+    "_conv_stem.": "stem.conv.",
+    "_bn0.": "stem.bn.",
+    "_conv_head.": "head.conv.",
+    "_bn1.": "head.bn.",
+    "_fc.": "fc.",
+}
 BLOCK_PARTS = {
     "_expand_conv.": "expand.conv.",
     "_bn0.": "expand.bn.",
@@ -215,10 +194,12 @@ def convert_state_dict(sd: dict[str, Tensor], variant: str) -> dict[str, Tensor]
     blocks = block_index(variant)
     out = {}
     for key, value in sd.items():
+        prefix, parts, rest = "", TOP_PARTS, key
         if key.startswith("_blocks."):
             _, n, rest = key.split(".", 2)
-            part = next(p for p in BLOCK_PARTS if rest.startswith(p))
-            out[f"{blocks[int(n)]}.{BLOCK_PARTS[part]}{rest[len(part) :]}"] = value
-        else:
-            out[convert_key(key)] = value
+            prefix, parts = f"{blocks[int(n)]}.", BLOCK_PARTS
+        part = next((p for p in parts if rest.startswith(p)), None)
+        if part is None:
+            raise KeyError(key)
+        out[prefix + parts[part] + rest[len(part) :]] = value
     return out

@@ -1,6 +1,7 @@
-"""The detector task (`--model tiny | yolov2`): augmented letterboxed images in, `DetectionLoss`
-(task-aligned or YOLOv2 assignment, CIoU, objectness and class BCE), validated by predicting the
-val split (`detect.inference.predict_records`) and scoring it (`detect.metrics.evaluate`).
+"""The detector task (`--model`: a row of detect.archs.ARCHS): augmented letterboxed images in,
+`DetectionLoss` (task-aligned or YOLOv2 assignment, CIoU, objectness and class BCE), validated
+by predicting the val split (`detect.inference.predict_records`) and scoring it
+(`detect.metrics.evaluate`).
 
 Training uses mosaic / scale / flip / HSV augmentation (detect.data.augment), optional
 multi-scale inputs, EMA weights (the ones validated and saved), gradient clipping at norm 10,
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from detect.anchor_boxes import boxes_wh, kmeans_anchors, read_anchors
-from detect.archs import ARCHS, get_arch
+from detect.archs import ARCHS, DEFAULT, get_arch
 from detect.data import DatasetRecords
 from detect.data.augment import AugmentConfig, AugmentedDataset, CacheReport
 from detect.data.dataset import collate_fn
@@ -50,8 +51,8 @@ def start_model(cfg: DetectorConfig, weights: str | None) -> tuple[str, dict | N
                 source = None
         elif cfg.model is None:
             backbone = str(meta.get("backbone", ""))
-            return (backbone if backbone in ARCHS else "tiny"), None
-    arch = cfg.model or (source or {}).get("arch") or "tiny"
+            return (backbone if backbone in ARCHS else DEFAULT), None
+    arch = cfg.model or (source or {}).get("arch") or DEFAULT
     if source is not None and source.get("arch") != arch:
         source = None  # another architecture: only what matches by name and shape carries over
     return arch, source
