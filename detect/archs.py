@@ -41,7 +41,7 @@ class Arch:
     pretrained: str | None = None  # ImageNet backbone file in weights/, loaded for a new model
     scalable: bool = False  # width / depth multipliers apply (tiny's backbone)
     freeze: int = 0  # backbone stages frozen by default when starting from trained weights:
-    # the stages to stride 4 (the fine-tuning A/B of bench/README.md, Fine-tuning)
+    # the stages to stride 4 (the fine-tuning A/B, bench/README.md)
 
 
 ARCHS: dict[str, Arch] = {
