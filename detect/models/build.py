@@ -23,7 +23,7 @@ BACKBONES: dict[str, Callable[[ModelConfig], Backbone]] = {
     "darknet19": lambda cfg: Darknet19(),
     **{
         f"efficientnet-{v}": (lambda cfg, v=v: EfficientNetLite(v))
-        for v in ("lite0", "lite1", "lite2", "lite3", "lite4")
+        for v in ("lite0", "lite1", "lite2")
     },
 }
 NECKS: dict[str, Callable[[list[int], str], nn.Module]] = {

@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from detect.models.efficientnet import VARIANTS, EfficientNetLite
+from detect.models.weights_file import read_tensors
 
 
 def classify_photo(model: EfficientNetLite, photo: np.ndarray) -> tuple[int, float]:
@@ -30,7 +30,7 @@ def classify_photo(model: EfficientNetLite, photo: np.ndarray) -> tuple[int, flo
 
 def load_classifier(path: str | Path, variant: str) -> EfficientNetLite:
     """The ImageNet classifier stored in a backbone file (its `backbone.*` tensors)."""
-    tensors = load_file(str(path))
+    tensors, _ = read_tensors(path)  # the one reader of weights files (checks its metadata)
     model = EfficientNetLite(variant, classifier=True)
     prefix = "backbone."
     model.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items()}, strict=True)

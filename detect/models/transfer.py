@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from detect.errors import DetectError
 from detect.models.common import Detector
@@ -77,7 +77,7 @@ def transfer(model: Detector, path: str | Path) -> Transfer:
     tensors = upgrade_keys(tensors, model)
     dst_names = list(model.cfg.names)
     rows = class_rows(model)
-    state = model.state_dict()
+    state = model.state_dict()  # views of the model's tensors: copying into them is loading
     matched, skipped, new_classes = 0, [], list(dst_names)
     with torch.no_grad():
         for key, dst in state.items():
@@ -105,7 +105,6 @@ def transfer(model: Detector, path: str | Path) -> Transfer:
         new_classes = list(dst_names)
     if matched == 0:
         raise DetectError(f"{path}: shares no tensor with this model (nothing to start from)")
-    _load(model, state)
     return Transfer(str(path), matched, len(state), skipped, new_classes, kind)
 
 
@@ -127,7 +126,3 @@ def _copy_class_rows(
             d[:, off + j] = s[:, off + where[name]]
             kept.add(name)
     return kept
-
-
-def _load(model: nn.Module, state: dict[str, Tensor]) -> None:
-    model.load_state_dict(state, strict=True)

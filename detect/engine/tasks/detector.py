@@ -111,9 +111,7 @@ def freeze(model: Detector, spec: str | None, started_from_weights: bool) -> lis
     elif spec == "backbone":
         n = stages
     else:
-        n = int(spec)
-        if n > stages:
-            raise DetectError(f"--freeze {n}: the backbone has {stages} stages")
+        n = int(spec)  # Detector.freeze_backbone says when there are not that many
     return model.freeze_backbone(n)
 
 
